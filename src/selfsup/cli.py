@@ -1,0 +1,99 @@
+"""The `selfsup` command line. Imports nothing heavy until a verb runs, so `selfsup --help` is instant.
+
+Every user mistake is a `SelfsupError`: one line on stderr, exit status 2, nothing overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from selfsup.errors import SelfsupError
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from selfsup.engine.pretrain import pretrain
+
+    metrics = pretrain(args.recipe, args.data, args.out, max_steps=args.max_steps, seed=args.seed,
+                       overrides=args.set, resume=args.resume, progress=not args.no_progress)
+    if metrics:
+        _print_metrics(metrics, args.out)
+    return 0
+
+
+def _print_metrics(metrics: dict, out: str) -> None:
+    keys = ["steps", "train_loss", "heldout_loss", "heldout_perplexity", "throughput_per_s"]
+    shown = ", ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+                      for k in keys if metrics.get(k) is not None)
+    print(f"done: {shown}\nwrote {out}/model (Hugging Face format), {out}/metrics.json")
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from selfsup.recipes import list_recipes
+
+    recipes = list_recipes()
+    width = max(map(len, recipes)) if recipes else 0
+    for name, desc in recipes.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from selfsup.demo import run_demo
+
+    run_demo(out=args.out, steps=args.steps, force=args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pretraining, adaptation and "
+                                "evaluation for text, speech, images and tables.")
+    p.add_argument("--version", action="version", version="selfsup 0.1.0")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    pt = sub.add_parser("pretrain", help="pretrain a model with a recipe on unlabeled data",
+                        description="Pretrain RECIPE (a name from `selfsup recipes` or a YAML path) on DATA.")
+    pt.add_argument("recipe", metavar="RECIPE")
+    pt.add_argument("--data", action="append", required=True, metavar="PATH",
+                    help="file, folder or hf:NAME[:CONFIG][@SPLIT]; repeatable")
+    pt.add_argument("--out", required=True, metavar="DIR", help="run folder (must be new unless --resume)")
+    pt.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps (overrides train.max_steps)")
+    pt.add_argument("--seed", type=int, metavar="S")
+    pt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe key, e.g. --set train.lr=5e-4; repeatable")
+    pt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    pt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pt.set_defaults(func=_pretrain)
+
+    rc = sub.add_parser("recipes", help="list the built-in recipes")
+    rc.set_defaults(func=_recipes)
+
+    dm = sub.add_parser("demo", help="the main job on embedded data: pretrain a tiny BERT on Jane Austen")
+    dm.add_argument("--out", default="runs/demo", metavar="DIR")
+    dm.add_argument("--steps", type=int, default=None, metavar="N", help="pretraining steps (default: recipe's)")
+    dm.add_argument("--force", action="store_true", help="replace an earlier demo run in --out")
+    dm.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SelfsupError as e:
+        message = " ".join(str(e).split())
+        print(f"selfsup: error: {message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("selfsup: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: read raw files or hub data sets and turn them into cached, memory-mapped examples."""

@@ -1,0 +1,172 @@
+"""The tokenized corpus: built once, cached on disk, memory-mapped, so corpus size does not cost RAM.
+
+Layout of a cache folder (`$SELFSUP_CACHE` or ~/.cache/selfsup, keyed by a hash of the sources and the
+tokenizer): `tokens.bin` (uint16/uint32 ids; each document's sentences back to back, then one separator
+token), `word_start.bin` (uint8, 1 where a token starts a word — from the tokenizer's pre-tokenization
+offsets, never from `##` conventions), `sentences.npy` (int64 [start, end) per sentence), `sentence_doc.npy`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from selfsup.config import bounded
+from selfsup.data.text import expand_sources, read_paragraphs
+from selfsup.data.tokenizer import TokenizerConfig, load_pretrained_tokenizer, special_ids, train_tokenizer
+from selfsup.errors import SelfsupError
+from selfsup.fileio import atomic_dir
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class TextDataConfig:
+    """How text files become examples (the recipe's `data:` section for text objectives)."""
+
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    text_column: str = "text"
+    block_size: int = bounded(128, ge=8, doc="tokens per example, special tokens included")
+    holdout_fraction: float = bounded(0.05, ge=0, lt=0.5, doc="examples kept out for held-out loss")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SELFSUP_CACHE") or Path.home() / ".cache" / "selfsup")
+
+
+def _fingerprint(sources: list[str], extra: Any) -> str:
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+    for s in sources:
+        h.update(s.encode())
+        if not s.startswith("hf:"):
+            st = Path(s).stat()
+            h.update(f"{Path(s).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def paragraph_texts(sources: list[str], column: str) -> Iterator[str]:
+    for para in read_paragraphs(sources, column):
+        yield " ".join(para.sentences)
+
+
+def get_tokenizer(cfg: TokenizerConfig, sources: list[str], column: str, add_cls_sep: bool = True):
+    """The recipe's tokenizer: loaded (kind: pretrained) or trained on the sources and cached."""
+    if cfg.kind == "pretrained":
+        return load_pretrained_tokenizer(str(cfg.pretrained), cfg.trust_remote_code)
+    from transformers import AutoTokenizer
+
+    sources = expand_sources(sources)
+    key = _fingerprint(sources, {"tok": dataclasses.asdict(cfg), "cls_sep": add_cls_sep, "column": column,
+                                 "v": FORMAT_VERSION})
+    folder = cache_root() / "tokenizers" / key
+    if not (folder / "tokenizer.json").exists():
+        tok = train_tokenizer(cfg, paragraph_texts(sources, column), add_cls_sep)
+        with atomic_dir(folder) as tmp:
+            tok.save_pretrained(str(tmp))
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+@dataclasses.dataclass
+class TokenCorpus:
+    """A memory-mapped token stream with sentence and document structure."""
+
+    folder: Path
+    tokens: np.ndarray
+    word_start: np.ndarray
+    sentences: np.ndarray  # (n_sentences, 2) [start, end) into tokens
+    sentence_doc: np.ndarray  # (n_sentences,) document id
+    separator_id: int
+
+    @classmethod
+    def open(cls, folder: Path) -> "TokenCorpus":
+        meta = json.loads((folder / "meta.json").read_text())
+        dtype = np.dtype(meta["dtype"])
+        n = meta["n_tokens"]
+        return cls(folder,
+                   np.memmap(folder / "tokens.bin", dtype=dtype, mode="r", shape=(n,)),
+                   np.memmap(folder / "word_start.bin", dtype=np.uint8, mode="r", shape=(n,)),
+                   np.load(folder / "sentences.npy", mmap_mode="r"),
+                   np.load(folder / "sentence_doc.npy", mmap_mode="r"),
+                   int(meta["separator_id"]))
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def n_documents(self) -> int:
+        return int(self.sentence_doc[-1]) + 1 if len(self.sentence_doc) else 0
+
+    def doc_sentence_ranges(self) -> np.ndarray:
+        """(n_docs, 2) [first, last+1) sentence index per document."""
+        doc = np.asarray(self.sentence_doc)
+        starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
+        return np.stack([starts, np.r_[starts[1:], len(doc)]], axis=1)
+
+
+def build_corpus(sources: list[str], column: str, tokenizer, batch_sentences: int = 4096) -> TokenCorpus:
+    """Tokenize the sources once (streaming, constant memory) and cache the result; reuse it next time."""
+    sources = expand_sources(sources)
+    backend = tokenizer.backend_tokenizer
+    key = _fingerprint(sources, {"column": column, "v": FORMAT_VERSION,
+                                 "tokenizer": hashlib.sha256(backend.to_str().encode()).hexdigest()})
+    folder = cache_root() / "corpora" / key
+    if (folder / "meta.json").exists():
+        return TokenCorpus.open(folder)
+    separator = special_ids(tokenizer)["sep"]
+    if separator is None:
+        raise SelfsupError("tokenizer: needs a [SEP] or end-of-sequence token to separate documents")
+    dtype = np.uint16 if len(tokenizer) < 2 ** 16 else np.uint32
+    with atomic_dir(folder) as tmp:
+        n_tokens = 0
+        sentences: list[tuple[int, int]] = []
+        sentence_doc: list[int] = []
+        with open(tmp / "tokens.bin", "wb") as f_tok, open(tmp / "word_start.bin", "wb") as f_ws:
+            pending: list[tuple[int, str]] = []
+            last_doc = None
+
+            def flush() -> None:
+                nonlocal n_tokens
+                encs = backend.encode_batch([s for _, s in pending], add_special_tokens=False)
+                for (doc, _), enc in zip(pending, encs):
+                    ids = np.asarray(enc.ids, dtype=dtype)
+                    if not len(ids):
+                        continue
+                    words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
+                    starts = np.r_[True, words[1:] != words[:-1]].astype(np.uint8)
+                    ids.tofile(f_tok)
+                    starts.tofile(f_ws)
+                    sentences.append((n_tokens, n_tokens + len(ids)))
+                    sentence_doc.append(doc)
+                    n_tokens += len(ids)
+                pending.clear()
+
+            def end_document() -> None:
+                nonlocal n_tokens
+                np.asarray([separator], dtype=dtype).tofile(f_tok)
+                np.asarray([1], dtype=np.uint8).tofile(f_ws)
+                n_tokens += 1
+
+            for para in read_paragraphs(sources, column):
+                if last_doc is not None and para.doc != last_doc:
+                    flush()
+                    end_document()
+                last_doc = para.doc
+                pending.extend((para.doc, s) for s in para.sentences)
+                if len(pending) >= batch_sentences:
+                    flush()
+            flush()
+            if last_doc is not None:
+                end_document()
+        if not sentences:
+            raise SelfsupError(f"{', '.join(sources)[:200]}: no tokens after tokenization")
+        np.save(tmp / "sentences.npy", np.asarray(sentences, dtype=np.int64))
+        np.save(tmp / "sentence_doc.npy", np.asarray(sentence_doc, dtype=np.int64))
+        (tmp / "meta.json").write_text(json.dumps({"dtype": np.dtype(dtype).name, "n_tokens": n_tokens,
+                                                   "separator_id": separator, "sources": sources}))
+    return TokenCorpus.open(folder)

@@ -1,0 +1,93 @@
+"""The LightningModule that trains any objective: AdamW with warm-up and decay, a NaN/inf guard, per-step
+seeding (so dropout is the same after a resume), throughput and held-out loss logging."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from selfsup.errors import TrainingDiverged
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and embeddings' LayerNorm (BERT's recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class PretrainModule(L.LightningModule):
+    def __init__(self, objective, train_cfg):
+        super().__init__()
+        self.objective = objective
+        self.cfg = train_cfg
+        self._last_time: float | None = None
+        self._work = 0.0
+        self.heldout_losses: list[float] = []
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # dropout and other torch randomness depend on (seed, micro step, rank) only: resume-exact
+        torch.manual_seed(self.cfg.seed * 1_000_003 + int(batch["micro_step"]) * 131 + self.global_rank)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        batch = {k: v for k, v in batch.items() if k != "micro_step"}
+        out = self.objective(batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss.detach()):
+            ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step + 1}; stopped. Last good "
+                                   f"checkpoint: {ckpt} (lower train.lr or raise train.warmup_steps, then --resume)")
+        count = out.get(self.objective.count_key)
+        if count is not None:
+            self._work += float(count)
+        log = {k: v for k, v in out.items() if k != self.objective.count_key and k != "loss"}
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.log_dict({k: v.float() if torch.is_tensor(v) else v for k, v in log.items()}, on_step=True,
+                      on_epoch=False)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: dict, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_time is not None and self._work:
+            rate = self._work * self.trainer.world_size / max(now - self._last_time, 1e-9)
+            self.log(f"{self.objective.count_key.removeprefix('n_')}_per_s", rate, prog_bar=True, on_step=True,
+                     on_epoch=False)
+        self._last_time, self._work = now, 0.0
+        if (batch_idx + 1) % self.cfg.accumulate == 0:
+            self.objective.on_step_end(self.global_step, self.trainer.max_steps)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        batch = {k: v for k, v in batch.items() if k != "micro_step"}
+        out = self.objective(batch)
+        self.log("heldout_loss", out["loss"], on_step=False, on_epoch=True, sync_dist=True, prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._last_time = None  # evaluation time is not training throughput
+
+    def configure_optimizers(self):
+        c = self.cfg
+        kwargs: dict[str, Any] = dict(lr=c.lr, betas=tuple(c.betas), eps=c.eps)
+        try:
+            opt = torch.optim.AdamW(param_groups(self.objective, c.weight_decay), fused=True, **kwargs)
+        except (RuntimeError, TypeError):  # a device or dtype without a fused kernel
+            opt = torch.optim.AdamW(param_groups(self.objective, c.weight_decay), foreach=True, **kwargs)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c.schedule, c.warmup_steps, c.max_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

@@ -1,0 +1,206 @@
+"""`selfsup pretrain`: recipe + data -> a run folder (config.yaml, checkpoints/, logs/, model/, metrics.json).
+
+Order matters for the bad-input rules: the recipe is validated and the data read, tokenized and cached
+before the output folder is touched; an existing folder is never overwritten (only `--resume` continues it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfsup.errors import SelfsupError
+from selfsup.fileio import atomic_dir, atomic_write_json, atomic_write_text
+from selfsup.recipes import Recipe, load_recipe
+
+CHECKPOINT = "checkpoints/last.ckpt"
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise SelfsupError(f"{out}: --resume needs a selfsup run folder (no config.yaml there)")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SelfsupError(f"{out}: already exists and is not empty; pass --resume to continue that run, "
+                           "or choose another --out")
+
+
+def _precision(cfg, accelerator: str) -> str:
+    if cfg.precision != "auto":
+        return "32-true" if cfg.precision == "32" else cfg.precision
+    import torch
+
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"  # on CPUs bf16 is emulated and slower than fp32 (docs/benchmarks.md)
+
+
+def _resolve(recipe: str | dict | Recipe, out: Path, resume: bool, overrides: list[str]) -> Recipe:
+    if isinstance(recipe, Recipe):
+        return recipe
+    if resume and (out / "config.yaml").is_file():
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        return load_recipe(saved, overrides)
+    return load_recipe(recipe, overrides)
+
+
+def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.PathLike, *,
+             max_steps: int | None = None, seed: int | None = None, overrides: list[str] | None = None,
+             resume: bool = False, callbacks: list | None = None, progress: bool = True,
+             quiet: bool = False) -> dict[str, Any]:
+    """Train `recipe` on `data` into `out`; returns the dict written to `out/metrics.json`."""
+    out = Path(out)
+    sources = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    sources = [str(s) for s in sources]
+    overrides = list(overrides or [])
+    if max_steps is not None:
+        overrides.append(f"train.max_steps={int(max_steps)}")
+    if seed is not None:
+        overrides.append(f"train.seed={int(seed)}")
+    _check_out(out, resume)
+    r = _resolve(recipe, out, resume, overrides)
+    if r.train.warmup_steps > r.train.max_steps:  # a --max-steps below the recipe's warm-up: shorten it
+        r.train.warmup_steps = r.train.max_steps // 10
+    if resume and not (out / CHECKPOINT).is_file():
+        raise SelfsupError(f"{out / CHECKPOINT}: no checkpoint to resume from")
+
+    from selfsup.registry import get_objective
+
+    objective_cls = get_objective(r.name)
+    prepared = objective_cls.prepare(r, sources)  # reads + validates data; nothing written to `out` yet
+    return _train(r, objective_cls, prepared, out, resume, callbacks or [], progress, quiet)
+
+
+def _world(cfg) -> int:
+    return cfg.devices * cfg.num_nodes
+
+
+def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callbacks: list, progress: bool,
+           quiet: bool) -> dict[str, Any]:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from selfsup.engine.checkpoint import AtomicCheckpointIO
+    from selfsup.engine.module import PretrainModule
+    from selfsup.engine.stream import HELDOUT, TRAIN, StepBatches, make_loader
+
+    c = r.train
+    world = _world(c)
+    per_device, rem = divmod(c.batch_size, world * c.accumulate)
+    if rem or per_device == 0:
+        raise SelfsupError(f"train.batch_size: {c.batch_size} must be a multiple of devices x num_nodes x "
+                           f"accumulate = {world * c.accumulate}")
+    accelerator = c.accelerator
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    elif world > 1 and accelerator in ("cpu", "auto") and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // c.devices))
+    L.seed_everything(c.seed, workers=True, verbose=False)
+
+    objective = objective_cls(r, prepared)
+    if c.compile:
+        objective.forward = torch.compile(objective.forward)
+    module = PretrainModule(objective, c)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
+    attempt = len(list((out / "logs").glob("attempt-*"))) if (out / "logs").is_dir() else 0
+
+    trainer_box: dict[str, Any] = {}
+
+    def start_micro() -> int:
+        t = trainer_box.get("trainer")
+        return 0 if t is None else t.global_step * c.accumulate
+
+    strategy = c.strategy
+    if strategy == "auto" and world > 1:
+        strategy = "ddp"
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_train_steps=c.checkpoint_every,
+                           save_top_k=1, save_last=False, enable_version_counter=False)
+    trainer = L.Trainer(
+        max_steps=c.max_steps, accelerator=accelerator, devices=c.devices, num_nodes=c.num_nodes,
+        strategy=strategy, precision=_precision(c, accelerator),
+        gradient_clip_val=c.grad_clip or None, accumulate_grad_batches=c.accumulate,
+        logger=CSVLogger(str(out), name="logs", version=f"attempt-{attempt}"),
+        callbacks=[ckpt, *([TQDMProgressBar(refresh_rate=max(1, c.log_every // 2))] if progress else []), *callbacks],
+        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=c.log_every,
+        val_check_interval=c.eval_every * c.accumulate, check_val_every_n_epoch=None,
+        limit_val_batches=c.eval_batches, num_sanity_val_steps=0, use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()], default_root_dir=str(out))
+    trainer_box["trainer"] = trainer
+    rank = trainer.global_rank
+    train_loader = make_loader(objective, prepared.train,
+                               StepBatches(len(prepared.train), per_device, world, rank, c.seed, start=start_micro),
+                               c.seed, TRAIN, c.num_workers)
+    n_eval = max(1, min(c.eval_batches, len(prepared.heldout) // (per_device * world)))
+    heldout_loader = None
+    if len(prepared.heldout) >= per_device * world:
+        heldout_loader = make_loader(objective, prepared.heldout,
+                                     StepBatches(len(prepared.heldout), per_device, world, rank, c.seed,
+                                                 shuffle=False, limit=n_eval), c.seed, HELDOUT)
+    started = time.perf_counter()
+    start_step = 0
+    if resume:
+        start_step = int(torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)["global_step"])
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=heldout_loader,
+                ckpt_path=str(out / CHECKPOINT) if resume else None, weights_only=True)
+    seconds = time.perf_counter() - started
+    final: dict[str, float] = {}
+    if heldout_loader is not None:
+        res = trainer.validate(module, dataloaders=heldout_loader, verbose=False)
+        final["heldout_loss"] = float(res[0]["heldout_loss"])
+        final.update(objective.heldout_summary(final["heldout_loss"]))
+    if not trainer.is_global_zero:
+        return {}
+    metrics = _summarize(r, out, objective, trainer, seconds, trainer.global_step - start_step, final)
+    with atomic_dir(out / "model", replace=True) as tmp:
+        objective.export(tmp)
+    from selfsup.report.plots import plot_training_curves
+
+    plot_training_curves(out)
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def read_logged(out: Path) -> list[dict[str, float]]:
+    """All logged rows of every attempt, later attempts winning for the same step."""
+    import csv
+
+    rows: dict[tuple[int, str], dict[str, float]] = {}
+    for f in sorted((out / "logs").glob("attempt-*/metrics.csv"), key=lambda p: int(p.parent.name.split("-")[1])):
+        with open(f, newline="") as fh:
+            for row in csv.DictReader(fh):
+                vals = {k: float(v) for k, v in row.items() if v not in ("", None)}
+                if "step" in vals:
+                    kind = "eval" if "heldout_loss" in vals else "train"
+                    rows[(int(vals["step"]), kind)] = vals
+    return [rows[k] for k in sorted(rows)]
+
+
+def _summarize(r: Recipe, out: Path, objective, trainer, seconds: float, steps_run: int,
+               final: dict[str, float]) -> dict[str, Any]:
+    rows = [row for row in read_logged(out) if "loss" in row]
+    tail = rows[-max(1, len(rows) // 10):] if rows else []
+    n_params = sum(p.numel() for p in objective.parameters())
+    rates = [row[k] for row in rows[len(rows) // 5:] for k in row if k.endswith("_per_s")]
+    metrics: dict[str, Any] = {
+        "objective": r.name, "model_type": getattr(r.model, "type", None), "steps": int(trainer.global_step),
+        "train_loss": float(sum(x["loss"] for x in tail) / len(tail)) if tail else None,
+        "train_loss_first": float(rows[0]["loss"]) if rows else None,
+        "parameters": int(n_params), "train_seconds_this_attempt": round(seconds, 2),
+        "steps_this_attempt": int(steps_run),
+        "throughput_per_s": round(sorted(rates)[len(rates) // 2], 1) if rates else None,
+        "throughput_unit": objective.count_key.removeprefix("n_"),
+    }
+    for k in sorted(tail[-1]) if tail else []:
+        if k not in ("loss", "step", "epoch", "lr") and not k.endswith("_per_s"):
+            metrics[f"train_{k}"] = float(sum(x.get(k, 0.0) for x in tail) / len(tail))
+    metrics.update(final)
+    return json.loads(json.dumps(metrics))

@@ -1,0 +1,72 @@
+"""The objective contract every method follows (any modality).
+
+An objective is an `nn.Module` that owns its model(s) — backbone, heads, momentum teachers, target makers —
+and knows how to turn raw examples into batches:
+
+* `prepare(recipe, sources)` (classmethod) reads and caches the data, returning `Prepared` with the training
+  and held-out example sets. It runs before anything is written to the output folder, so bad input leaves
+  no trace.
+* `make_batch(examples, rngs)` draws the pretext corruption (one numpy Generator per example, seeded from the
+  example's global position, so resume and data-parallel runs see identical noise) and collates tensors.
+* `forward(batch)` returns `{"loss": tensor, **metrics}`.
+* `export(folder)` writes the model in Hugging Face format.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What `prepare` hands the engine: example sets plus anything the model needs to be built (tokenizer)."""
+
+    train: Sequence[Any]
+    heldout: Sequence[Any]
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Objective(torch.nn.Module):
+    name: str = ""
+    modality: str = ""
+    default_backbone: str = ""
+    # a metric from forward() that counts work items (tokens, frames, images) for throughput
+    count_key: str = "n_tokens"
+
+    @dataclasses.dataclass
+    class Options:
+        pass
+
+    def __init__(self, recipe, prepared: Prepared):
+        super().__init__()
+        self.recipe = recipe
+        self.options = recipe.objective
+        self.prepared = prepared
+
+    @classmethod
+    def data_config_class(cls) -> type:
+        raise NotImplementedError(f"{cls.__name__} must say which data config it reads")
+
+    @classmethod
+    def check_recipe(cls, recipe) -> None:
+        """Cross-section checks (e.g. block size vs. position embeddings); raise SelfsupError."""
+
+    @classmethod
+    def prepare(cls, recipe, sources: list[str]) -> Prepared:
+        raise NotImplementedError(f"{cls.__name__} must say how to read data")
+
+    def make_batch(self, examples: list[Any], rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must collate batches")
+
+    def heldout_summary(self, mean_loss: float) -> dict[str, float]:
+        """Extra held-out numbers derived from the mean held-out loss (perplexity for language models)."""
+        return {}
+
+    def on_step_end(self, step: int, max_steps: int) -> None:
+        """After each optimizer step: momentum updates, schedules (BYOL, MoCo, data2vec)."""
+
+    def export(self, folder) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must export its model")

@@ -1,0 +1,1 @@
+"""Report: plots and pages a person would rather look at than read."""
