@@ -78,6 +78,9 @@ class PretrainModule(L.LightningModule):
         batch = {k: v for k, v in batch.items() if k != "micro_step"}
         out = self.objective(batch)
         self.log("heldout_loss", out["loss"], on_step=False, on_epoch=True, sync_dist=True, prog_bar=True)
+        extra = {f"heldout_{k}": v.float() for k, v in out.items()
+                 if k not in ("loss", self.objective.count_key) and torch.is_tensor(v)}
+        self.log_dict(extra, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self._last_time = None  # evaluation time is not training throughput

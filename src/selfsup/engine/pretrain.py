@@ -76,6 +76,18 @@ def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.P
     return _train(r, objective_cls, prepared, out, resume, callbacks or [], progress, quiet)
 
 
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (accelerator lines, tips) and known deprecation noise off the screen."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*val_dataloader.*")
+
+
 def _world(cfg) -> int:
     return cfg.devices * cfg.num_nodes
 
@@ -103,6 +115,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     elif world > 1 and accelerator in ("cpu", "auto") and not torch.cuda.is_available():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // c.devices))
     L.seed_everything(c.seed, workers=True, verbose=False)
+    quiet_lightning()
 
     objective = objective_cls(r, prepared)
     if c.compile:
@@ -139,11 +152,12 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     train_loader = make_loader(objective, prepared.train,
                                StepBatches(len(prepared.train), per_device, world, rank, c.seed, start=start_micro),
                                c.seed, TRAIN, c.num_workers)
-    n_eval = max(1, min(c.eval_batches, len(prepared.heldout) // (per_device * world)))
     heldout_loader = None
-    if len(prepared.heldout) >= per_device * world:
+    eval_batch = min(per_device, len(prepared.heldout) // world)
+    if eval_batch > 0:
+        n_eval = max(1, min(c.eval_batches, len(prepared.heldout) // (eval_batch * world)))
         heldout_loader = make_loader(objective, prepared.heldout,
-                                     StepBatches(len(prepared.heldout), per_device, world, rank, c.seed,
+                                     StepBatches(len(prepared.heldout), eval_batch, world, rank, c.seed,
                                                  shuffle=False, limit=n_eval), c.seed, HELDOUT)
     started = time.perf_counter()
     start_step = 0
@@ -152,11 +166,12 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=heldout_loader,
                 ckpt_path=str(out / CHECKPOINT) if resume else None, weights_only=True)
     seconds = time.perf_counter() - started
+    trainer.save_checkpoint(str(out / CHECKPOINT))  # the final state, so `--resume --max-steps N` can extend
     final: dict[str, float] = {}
     if heldout_loader is not None:
         res = trainer.validate(module, dataloaders=heldout_loader, verbose=False)
-        final["heldout_loss"] = float(res[0]["heldout_loss"])
-        final.update(objective.heldout_summary(final["heldout_loss"]))
+        final.update({k: float(v) for k, v in res[0].items()})
+        final.update(objective.heldout_summary(final))
     if not trainer.is_global_zero:
         return {}
     metrics = _summarize(r, out, objective, trainer, seconds, trainer.global_step - start_step, final)

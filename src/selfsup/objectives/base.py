@@ -61,8 +61,8 @@ class Objective(torch.nn.Module):
     def make_batch(self, examples: list[Any], rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must collate batches")
 
-    def heldout_summary(self, mean_loss: float) -> dict[str, float]:
-        """Extra held-out numbers derived from the mean held-out loss (perplexity for language models)."""
+    def heldout_summary(self, heldout: dict[str, float]) -> dict[str, float]:
+        """Extra held-out numbers derived from the held-out means (perplexity for language models)."""
         return {}
 
     def on_step_end(self, step: int, max_steps: int) -> None:

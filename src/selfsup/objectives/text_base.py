@@ -142,9 +142,15 @@ class TextObjective(Objective):
             return np.concatenate([[self.ids["cls"]], tokens, [self.ids["sep"]]]).astype(np.int64)
         return tokens.astype(np.int64)
 
-    def heldout_summary(self, mean_loss: float) -> dict[str, float]:
-        return {"heldout_perplexity": float(math.exp(min(mean_loss, 50.0)))}
+    def heldout_summary(self, heldout: dict[str, float]) -> dict[str, float]:
+        """Perplexity = exp(token cross-entropy); for MLM+NSP/SOP the MLM part only (a pseudo-perplexity over
+        the masked positions)."""
+        loss = heldout.get("heldout_mlm_loss", heldout.get("heldout_loss"))
+        return {} if loss is None else {"heldout_perplexity": float(math.exp(min(loss, 50.0)))}
 
     def export(self, folder) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         self.model.save_pretrained(str(folder), safe_serialization=True)
         self.tokenizer.save_pretrained(str(folder))

@@ -51,8 +51,6 @@ class TrainConfig:
     def validate(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise SelfsupError(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
-        if self.warmup_steps > self.max_steps:
-            raise SelfsupError(f"warmup_steps: must be <= max_steps ({self.max_steps}), got {self.warmup_steps}")
 
 
 @dataclasses.dataclass
