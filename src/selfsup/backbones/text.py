@@ -96,7 +96,7 @@ def build_text_model(cfg: TextBackbone.Config, head: Head, tokenizer):
                                f"({type(e).__name__}: {msg})") from None
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
-        return model
+        return model.train()  # from_pretrained returns eval mode, which would silently disable dropout
     classes = _HEADS_BY_TYPE[cfg.type]
     if head not in classes:
         raise SelfsupError(f"model.type: {cfg.type!r} has no {head} head (use one of: "

@@ -33,9 +33,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _batch_size(batch: dict) -> int:
+    return next((int(v.shape[0]) for v in batch.values() if torch.is_tensor(v) and v.ndim), 1)
+
+
 class PretrainModule(L.LightningModule):
-    def __init__(self, objective, train_cfg):
+    def __init__(self, objective, train_cfg, checkpoint_path=None):
         super().__init__()
+        self.checkpoint_path = checkpoint_path
         self.objective = objective
         self.cfg = train_cfg
         self._last_time: float | None = None
@@ -51,16 +56,19 @@ class PretrainModule(L.LightningModule):
         out = self.objective(batch)
         loss = out["loss"]
         if not torch.isfinite(loss.detach()):
-            ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            path = self.checkpoint_path
+            ckpt = str(path) if path is not None and path.is_file() else "none yet"
             raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step + 1}; stopped. Last good "
                                    f"checkpoint: {ckpt} (lower train.lr or raise train.warmup_steps, then --resume)")
         count = out.get(self.objective.count_key)
         if count is not None:
             self._work += float(count)
         log = {k: v for k, v in out.items() if k != self.objective.count_key and k != "loss"}
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        sync = self.trainer.world_size > 1  # log the global mean, comparable with a 1-process run
+        n = _batch_size(batch)
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=sync, batch_size=n)
         self.log_dict({k: v.float() if torch.is_tensor(v) else v for k, v in log.items()}, on_step=True,
-                      on_epoch=False)
+                      on_epoch=False, sync_dist=sync, batch_size=n)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: dict, batch_idx: int) -> None:
@@ -77,10 +85,12 @@ class PretrainModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         batch = {k: v for k, v in batch.items() if k != "micro_step"}
         out = self.objective(batch)
-        self.log("heldout_loss", out["loss"], on_step=False, on_epoch=True, sync_dist=True, prog_bar=True)
+        n = _batch_size(batch)
+        self.log("heldout_loss", out["loss"], on_step=False, on_epoch=True, sync_dist=True, prog_bar=True,
+                 batch_size=n)
         extra = {f"heldout_{k}": v.float() for k, v in out.items()
                  if k not in ("loss", self.objective.count_key) and torch.is_tensor(v)}
-        self.log_dict(extra, on_step=False, on_epoch=True, sync_dist=True)
+        self.log_dict(extra, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
 
     def on_validation_epoch_start(self) -> None:
         self._last_time = None  # evaluation time is not training throughput

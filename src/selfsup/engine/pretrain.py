@@ -62,7 +62,8 @@ def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.P
         overrides.append(f"train.max_steps={int(max_steps)}")
     if seed is not None:
         overrides.append(f"train.seed={int(seed)}")
-    _check_out(out, resume)
+    if not _launched_child():  # DDP children re-run our command after rank 0 has created `out`
+        _check_out(out, resume)
     r = _resolve(recipe, out, resume, overrides)
     if r.train.warmup_steps > r.train.max_steps:  # a --max-steps below the recipe's warm-up: shorten it
         r.train.warmup_steps = r.train.max_steps // 10
@@ -86,6 +87,11 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*val_dataloader.*")
+
+
+def _launched_child() -> bool:
+    """True in the extra processes Lightning's DDP launcher starts (they re-run our command line)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
 def _world(cfg) -> int:
@@ -120,10 +126,11 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     objective = objective_cls(r, prepared)
     if c.compile:
         objective.forward = torch.compile(objective.forward)
-    module = PretrainModule(objective, c)
+    module = PretrainModule(objective, c, out / CHECKPOINT)
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
+    if not _launched_child():
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
     attempt = len(list((out / "logs").glob("attempt-*"))) if (out / "logs").is_dir() else 0
 
     trainer_box: dict[str, Any] = {}

@@ -64,6 +64,7 @@ class Recipe:
 
     def to_dict(self) -> dict:
         d = to_dict(self)
+        d.pop("name")
         d["objective"] = {"name": self.name, **d["objective"]}
         return d
 

@@ -1,0 +1,42 @@
+"""Shared fixtures: a per-session cache folder, real text from the embedded corpus, tiny-model overrides."""
+from __future__ import annotations
+
+import lzma
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "src" / "selfsup" / "assets"
+_CACHE = tempfile.mkdtemp(prefix="selfsup-test-cache-")
+os.environ["SELFSUP_CACHE"] = _CACHE  # never touch the user's ~/.cache during tests
+
+# a model small enough that a few dozen steps take seconds on 2 CPU cores
+TINY = ["model.hidden_size=64", "model.num_heads=2", "model.intermediate_size=128", "model.max_length=64",
+        "data.block_size=64", "data.tokenizer.vocab_size=2000", "train.batch_size=16", "train.eval_every=1000",
+        "train.checkpoint_every=1000", "train.eval_batches=4", "train.warmup_steps=5"]
+
+
+@pytest.fixture(scope="session")
+def austen_dir(tmp_path_factory) -> Path:
+    """Two real novels as plain text files (Persuasion and Northanger Abbey)."""
+    folder = tmp_path_factory.mktemp("austen")
+    for name in ("persuasion", "northangerabbey"):
+        (folder / f"{name}.txt").write_bytes(lzma.decompress((ASSETS / f"austen-{name}.txt.xz").read_bytes()))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def persuasion(austen_dir) -> Path:
+    return austen_dir / "persuasion.txt"
+
+
+def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m selfsup ARGS` in a fresh process (as a user would)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
