@@ -2,6 +2,7 @@
 kill, the NaN guard, and 2-process DDP equality."""
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -71,7 +72,9 @@ def test_continue_pretraining_from_a_local_hf_checkpoint(trained, persuasion, tm
                     overrides=TINY + [f"model.from_pretrained={out / 'model'}", "data.tokenizer.kind=pretrained",
                                       f"data.tokenizer.pretrained={out / 'model'}", "train.lr=1e-4",
                                       "train.log_every=1"])
-    assert cont["train_loss_first"] < metrics["train_loss_first"] - 1.0  # starts where the checkpoint was
+    # an untrained model starts near ln(vocab) = 7.6; the continued one starts where the checkpoint ended
+    assert cont["train_loss_first"] < math.log(2000) - 1.0
+    assert cont["train_loss_first"] < metrics["train_loss"] + 0.5
 
 
 def test_resume_after_kill_gives_the_same_loss_trajectory(persuasion, tmp_path):
