@@ -11,9 +11,14 @@ packed 126-token blocks wrapped with [CLS]/[SEP]), with the same batch, number o
   selfsup     `selfsup.pretrain("mlm", ...)` (Lightning engine, logits at masked positions only)
   bare-torch  a plain loop: the same HF collator and DataLoader, `BertForMaskedLM(**batch)`, AdamW
 
-Each run is timed from a per-optimizer-step clock (a Lightning callback, a `TrainerCallback`, or the loop
-itself); the first `--skip` steps are excluded (steady state). Runs alternate (hf, selfsup, bare, then the
-reverse order) and the table reports the median over `--repeats`, so background load hits all sides alike.
+Each run is timed by a per-optimizer-step clock (a Lightning callback, a `TrainerCallback`, or the loop
+itself): a step's time runs from the end of the previous step to the end of this one (data loading,
+forward, backward, clipping, optimizer, framework bookkeeping); the first `--skip` steps (set-up, warm-up)
+are excluded. Alternation is at the finest grain: in each repeat the three runs live in threads of one
+process and pass a baton after every optimizer step, so exactly one computes at any moment and they take
+turns (hf, selfsup, bare, hf, ...; the first mover rotates between repeats). Background load on a shared
+machine therefore hits all methods alike. `--interleave run` runs them one after the other instead. The
+table reports the median over `--repeats` of each run's steady-state tokens/s.
 
 MFU convention (printed with the results and written to the JSON):
   useful FLOPs/token = 6 * N_layers + 12 * L * T * d + f * 6 * (N_head_transform + d * V + V)
@@ -40,6 +45,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -60,10 +66,13 @@ SEQ = 128
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=40, help="optimizer steps per measured run (default 40)")
-    p.add_argument("--repeats", type=int, default=2, help="measured runs per method (median reported)")
+    p.add_argument("--repeats", type=int, default=3, help="measured runs per method (median reported)")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per step (default 32)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
     p.add_argument("--skip", type=int, default=5, help="warm-up steps excluded from each run's timing")
+    p.add_argument("--interleave", choices=("step", "run"), default="step",
+                   help="step: the runs of a repeat execute in lock-step, one optimizer step each in turn "
+                        "(default); run: one whole run after the other")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "mlm_throughput.json"))
     a = p.parse_args(argv)
@@ -143,26 +152,90 @@ def collator(tok):
 
 
 # ------------------------------------------------------------------------------------------------ the runs
-def steady(stamps: list[float], skip: int, batch: int) -> dict:
-    """Rates from per-step end times: steps skip+1 .. N over the time since the end of step `skip`."""
-    n = len(stamps) - skip
-    secs = stamps[-1] - stamps[skip - 1] if skip else stamps[-1] - stamps[0]
-    if not skip:
-        n -= 1
-    return {"steps_timed": n, "seconds_timed": secs, "steps_per_s": n / secs, "tokens_per_s": n * batch * SEQ / secs,
-            "step_seconds": [round(b - a, 4) for a, b in zip(stamps, stamps[1:])]}
+class Baton:
+    """Lets exactly one run execute at a time, handing over after every optimizer step (cyclic order), so
+    the three methods interleave step by step and share whatever background load the machine has."""
+
+    def __init__(self, order: list[str]):
+        self.order, self.done = list(order), set()
+        self.turn = self.order[0]
+        self.cv = threading.Condition()
+
+    def wait(self, name: str) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: self.turn == name)
+
+    def _advance(self) -> None:
+        active = [n for n in self.order if n not in self.done]
+        if not active:
+            self.turn = None
+            return
+        i = self.order.index(self.turn)
+        for k in range(1, len(self.order) + 1):
+            nxt = self.order[(i + k) % len(self.order)]
+            if nxt not in self.done:
+                self.turn = nxt
+                break
+        self.cv.notify_all()
+
+    def pass_on(self, name: str) -> None:
+        with self.cv:
+            if self.turn == name:
+                self._advance()
+
+    def finish(self, name: str) -> None:
+        with self.cv:
+            self.done.add(name)
+            if self.turn == name:
+                self._advance()
 
 
-def run_hf_trainer(a, ctx, warmup: int, workdir: str) -> dict:
+class Clock:
+    """Per-step durations of one run. A step's time runs from the end of the previous step (or the run's
+    start) to the end of this optimizer step, so data loading, forward, backward, clipping, the optimizer and
+    the framework's own per-step work all count. In lock-step mode the run waits for its turn between steps
+    (not counted) and keeps the turn after its last step, so its teardown overlaps no other run."""
+
+    def __init__(self, name: str, steps: int, baton: Baton | None):
+        self.name, self.steps, self.baton = name, steps, baton
+        self.durations: list[float] = []
+        self.t = 0.0
+
+    def begin(self) -> None:
+        if self.baton:
+            self.baton.wait(self.name)
+        self.t = time.perf_counter()
+
+    def step_end(self) -> None:
+        now = time.perf_counter()
+        self.durations.append(now - self.t)
+        if self.baton and len(self.durations) < self.steps:
+            self.baton.pass_on(self.name)
+            self.baton.wait(self.name)
+            now = time.perf_counter()
+        self.t = now
+
+    def end(self) -> None:
+        if self.baton:
+            self.baton.finish(self.name)
+
+
+def steady(clock: Clock, skip: int, batch: int) -> dict:
+    timed = clock.durations[skip:]
+    secs = sum(timed)
+    return {"steps": len(clock.durations), "steps_timed": len(timed), "seconds_timed": secs,
+            "steps_per_s": len(timed) / secs, "tokens_per_s": len(timed) * batch * SEQ / secs,
+            "step_seconds": [round(d, 4) for d in clock.durations], "torch_threads": torch.get_num_threads()}
+
+
+def run_hf_trainer(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    torch.manual_seed(0)
-    stamps: list[float] = []
-
-    class Clock(TrainerCallback):
+    class StepClock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            stamps.append(time.perf_counter())
+            clock.step_end()
 
+    torch.manual_seed(0)
     args = TrainingArguments(
         output_dir=workdir, per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=1e-3,
         weight_decay=0.01, warmup_steps=warmup, lr_scheduler_type="linear", max_grad_norm=1.0,
@@ -170,38 +243,29 @@ def run_hf_trainer(a, ctx, warmup: int, workdir: str) -> dict:
         eval_strategy="no", logging_steps=10 ** 6, dataloader_num_workers=0, use_cpu=True, seed=0,
         disable_tqdm=True)
     trainer = Trainer(model=hf_model(ctx["recipe"], ctx["tok"]), args=args, train_dataset=ctx["dataset"],
-                      data_collator=collator(ctx["tok"]), callbacks=[Clock()])
-    t0 = time.perf_counter()
+                      data_collator=collator(ctx["tok"]), callbacks=[StepClock()])
     with contextlib.redirect_stdout(io.StringIO()):  # Trainer prints its own summary dict
-        trainer.train()
-    total = time.perf_counter() - t0
-    assert len(stamps) == a.steps, len(stamps)
-    return {**steady(stamps, a.skip, a.batch_size), "seconds_total": total, "optimizer": args.optim}
+        out = trainer.train()
+    return {"optimizer": str(args.optim), "train_loss": float(out.training_loss)}
 
 
-def run_selfsup(a, ctx, warmup: int, workdir: str) -> dict:
+def run_selfsup(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
     import lightning as L
 
     import selfsup
 
-    stamps: list[float] = []
-
-    class Clock(L.Callback):
+    class StepClock(L.Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            stamps.append(time.perf_counter())
+            clock.step_end()
 
-    t0 = time.perf_counter()
     metrics = selfsup.pretrain("mlm", data=sources(), out=os.path.join(workdir, "run"),
-                               overrides=recipe_overrides(a, warmup), callbacks=[Clock()], progress=False,
+                               overrides=recipe_overrides(a, warmup), callbacks=[StepClock()], progress=False,
                                quiet=True)
-    total = time.perf_counter() - t0
-    assert len(stamps) == a.steps, len(stamps)
-    return {**steady(stamps, a.skip, a.batch_size), "seconds_total": total,
-            "engine_train_seconds": metrics.get("train_seconds_this_attempt"),
+    return {"engine_train_seconds": metrics.get("train_seconds_this_attempt"),
             "engine_throughput_per_s": metrics.get("throughput_per_s"), "train_loss": metrics.get("train_loss")}
 
 
-def run_bare_torch(a, ctx, warmup: int, workdir: str) -> dict:
+def run_bare_torch(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
     from selfsup.engine.module import lr_lambda
 
     torch.manual_seed(0)
@@ -214,9 +278,7 @@ def run_bare_torch(a, ctx, warmup: int, workdir: str) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("linear", warmup, a.steps))
     loader = torch.utils.data.DataLoader(ctx["dataset"], batch_size=a.batch_size, shuffle=True, drop_last=True,
                                          collate_fn=collator(ctx["tok"]), num_workers=0)
-    stamps: list[float] = []
-    t0 = time.perf_counter()
-    step = 0
+    step, losses = 0, []
     while step < a.steps:
         for batch in loader:
             loss = model(**batch).loss
@@ -225,12 +287,51 @@ def run_bare_torch(a, ctx, warmup: int, workdir: str) -> dict:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
             step += 1
-            stamps.append(time.perf_counter())
+            clock.step_end()
             if step == a.steps:
                 break
-    total = time.perf_counter() - t0
-    return {**steady(stamps, a.skip, a.batch_size), "seconds_total": total, "final_loss": float(loss)}
+    return {"train_loss": float(torch.stack(losses[-max(1, len(losses) // 10):]).mean())}
+
+
+def measure(a, ctx, warmup: int, methods: list[str], tmp: str, rep: int) -> dict[str, dict]:
+    """One repeat: every method once, either interleaved step by step (threads + baton) or one after the other."""
+    baton = Baton(methods) if a.interleave == "step" else None
+    clocks = {m: Clock(m, a.steps, baton) for m in methods}
+    results: dict[str, dict] = {}
+    errors: list[BaseException] = []
+
+    def work(m: str) -> None:
+        clock = clocks[m]
+        try:
+            clock.begin()
+            torch.set_num_threads(a.threads)  # per OS thread: make sure every run uses the same count
+            wd = os.path.join(tmp, f"{m}-{rep}")
+            os.makedirs(wd)
+            t0 = time.perf_counter()
+            extra = RUNNERS[m](a, ctx, warmup, wd, clock)
+            if len(clock.durations) != a.steps:
+                raise RuntimeError(f"{m}: {len(clock.durations)} steps clocked, expected {a.steps}")
+            results[m] = {**steady(clock, a.skip, a.batch_size), "seconds_total": time.perf_counter() - t0,
+                          **extra, "repeat": rep}
+        except BaseException as e:  # re-raised in the main thread
+            errors.append(e)
+        finally:
+            clock.end()
+
+    if baton is None:
+        for m in methods:
+            work(m)
+    else:
+        threads = [threading.Thread(target=work, args=(m,), name=f"bench-{m}") for m in methods]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 RUNNERS = {"hf-trainer": run_hf_trainer, "selfsup": run_selfsup, "bare-torch": run_bare_torch}
@@ -238,10 +339,11 @@ RUNNERS = {"hf-trainer": run_hf_trainer, "selfsup": run_selfsup, "bare-torch": r
 
 # ------------------------------------------------------------------------------------------- FLOPs and peak
 def matmul_peak(n: int = 1024, rounds: int = 5, per_round: int = 8) -> float:
-    """Best fp32 GFLOP/s of an n x n @ n x n matmul at torch's current thread count."""
+    """Best fp32 GFLOP/s of an n x n @ n x n matmul at torch's current thread count (after ~0.5 s warm-up)."""
     x, y = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
-    for _ in range(3):
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.5:
         torch.mm(x, y, out=out)
     best = 0.0
     for _ in range(rounds):
@@ -343,16 +445,15 @@ def main(argv=None) -> dict:
     runs: dict[str, list[dict]] = {m: [] for m in a.methods}
     with tempfile.TemporaryDirectory(prefix="selfsup-bench-") as tmp:
         for rep in range(a.repeats):
-            order = a.methods if rep % 2 == 0 else a.methods[::-1]
+            k = rep % len(a.methods)
+            order = a.methods[k:] + a.methods[:k]  # rotate who goes first
+            res = measure(a, ctx, warmup, order, tmp, rep)
+            peaks.append(matmul_peak())
             for m in order:
-                wd = os.path.join(tmp, f"{m}-{rep}")
-                os.makedirs(wd)
-                res = RUNNERS[m](a, ctx, warmup, wd)
-                res["repeat"] = rep
-                runs[m].append(res)
-                print(f"  repeat {rep} {m:<11} {res['tokens_per_s']:>9.0f} tok/s  {res['steps_per_s']:.3f} steps/s"
-                      f"  ({res['seconds_timed']:.1f}s timed, {res['seconds_total']:.1f}s total)", flush=True)
-    peaks.append(matmul_peak())
+                runs[m].append(res[m])
+                r = res[m]
+                print(f"  repeat {rep} {m:<11} {r['tokens_per_s']:>9.0f} tok/s  {r['steps_per_s']:.3f} steps/s"
+                      f"  ({r['seconds_timed']:.1f}s timed, {r['seconds_total']:.1f}s total)", flush=True)
     peak = max(peaks)
 
     summary = {}
@@ -370,8 +471,8 @@ def main(argv=None) -> dict:
         paired = [s["tokens_per_s"] / h["tokens_per_s"] for s, h in zip(runs["selfsup"], runs["hf-trainer"])]
 
     print()
-    print(f"fp32 matmul peak (best of start/end, {a.threads} threads): {peak:.1f} GFLOP/s "
-          f"(start {peaks[0]:.1f}, end {peaks[1]:.1f})")
+    print(f"fp32 matmul peak ({a.threads} threads, best of {len(peaks)} samples taken before and after each "
+          f"repeat): {peak:.1f} GFLOP/s (samples: " + ", ".join(f"{p:.0f}" for p in peaks) + ")")
     print(f"useful FLOPs/token: {flops['useful_flops_per_token'] / 1e6:.2f} M  "
           f"(HF executes {flops['executed_flops_per_token']['hf-trainer'] / 1e6:.2f} M)")
     print()

@@ -5,11 +5,14 @@ Every user mistake is a `SelfsupError`: one line on stderr, exit status 2, nothi
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
 from typing import Callable
 
 from selfsup.errors import SelfsupError
+
+# modules that add more verbs: each has `add_parser(subparsers)` and keeps heavy imports inside its functions
+VERB_MODULES: tuple[str, ...] = ()
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -74,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--steps", type=int, default=None, metavar="N", help="pretraining steps (default: recipe's)")
     dm.add_argument("--force", action="store_true", help="replace an earlier demo run in --out")
     dm.set_defaults(func=_demo)
+    for module in VERB_MODULES:  # each adds its verbs; imported here, but imports nothing heavy at top level
+        importlib.import_module(module).add_parser(sub)
     return p
 
 

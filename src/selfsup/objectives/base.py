@@ -68,5 +68,9 @@ class Objective(torch.nn.Module):
     def on_step_end(self, step: int, max_steps: int) -> None:
         """After each optimizer step: momentum updates, schedules (BYOL, MoCo, data2vec)."""
 
+    def callbacks(self) -> list:
+        """Extra Lightning callbacks this objective wants (e.g. an online linear probe)."""
+        return []
+
     def export(self, folder) -> None:
         raise NotImplementedError(f"{type(self).__name__} must export its model")
