@@ -25,11 +25,15 @@ MFU convention (printed with the results and written to the JSON):
 where N_layers are the encoder layers' parameters (embeddings excluded), 12*L*T*d is the attention score
 and attention-times-value matmuls forward+backward (PaLM's convention; T = 128, non-causal), and the
 prediction head (transform + vocabulary projection) is counted only at the fraction f of positions that
-carry a loss (the masked 15%). MFU = tokens/s * useful FLOPs/token / measured fp32 matmul peak, the same
-FLOPs/token for every method, so MFU ratios equal throughput ratios. The `exec %` column instead counts
-the FLOPs each method actually executes (HF computes the head at all T positions, selfsup at masked ones).
+carry a loss (the masked 15%). MFU = tokens/s * useful FLOPs/token / peak, with the same FLOPs/token for
+every method, so MFU ratios equal throughput ratios. The peak is measured in the same run: 1024^3 fp32
+matmuls at the same thread count, sampled before/after the repeats and in turn with the training steps;
+`MFU %` uses the best sample (what the hardware can do), `MFU % load-matched` the aggregate of the in-turn
+samples (what a matmul got under the same background load as the steps; meaningful on a shared machine).
+The `exec %` column instead counts the FLOPs each method actually executes (HF computes the prediction
+head at all T positions, selfsup at the masked ones), against the best sample.
 
-Usage:  python bench/mlm_throughput.py [--steps 40] [--repeats 2] [--batch-size 32] [--threads N]
+Usage:  python bench/mlm_throughput.py [--steps 40] [--repeats 3] [--batch-size 32] [--threads N]
 Writes bench/results/mlm_throughput.json.
 """
 from __future__ import annotations
@@ -246,7 +250,7 @@ def run_hf_trainer(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
                       data_collator=collator(ctx["tok"]), callbacks=[StepClock()])
     with contextlib.redirect_stdout(io.StringIO()):  # Trainer prints its own summary dict
         out = trainer.train()
-    return {"optimizer": str(args.optim), "train_loss": float(out.training_loss)}
+    return {"optimizer": str(args.optim), "train_loss_mean_all_steps": float(out.training_loss)}
 
 
 def run_selfsup(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
@@ -261,8 +265,8 @@ def run_selfsup(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
     metrics = selfsup.pretrain("mlm", data=sources(), out=os.path.join(workdir, "run"),
                                overrides=recipe_overrides(a, warmup), callbacks=[StepClock()], progress=False,
                                quiet=True)
-    return {"engine_train_seconds": metrics.get("train_seconds_this_attempt"),
-            "engine_throughput_per_s": metrics.get("throughput_per_s"), "train_loss": metrics.get("train_loss")}
+    # (the engine's own throughput_per_s is not used: in lock-step mode its step clock includes the waiting)
+    return {"train_loss_last_10pct": metrics.get("train_loss")}
 
 
 def run_bare_torch(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
@@ -292,12 +296,38 @@ def run_bare_torch(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
             clock.step_end()
             if step == a.steps:
                 break
-    return {"train_loss": float(torch.stack(losses[-max(1, len(losses) // 10):]).mean())}
+    return {"train_loss_last_10pct": float(torch.stack(losses[-max(1, len(losses) // 10):]).mean())}
 
 
-def measure(a, ctx, warmup: int, methods: list[str], tmp: str, rep: int) -> dict[str, dict]:
+class PeakProbe:
+    """fp32 matmul throughput sampled *during* the measurement: in lock-step mode it takes a turn like a
+    fourth run (a few n x n @ n x n products per round of steps), so it sees the same background load as the
+    training steps around it; the MFU denominator is the aggregate of these samples."""
+
+    def __init__(self, n: int = 1024, per_sample: int = 3):
+        self.n, self.per_sample = n, per_sample
+        self.x, self.y, self.out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        self.flops, self.seconds = 0.0, 0.0
+        self.samples: list[float] = []
+
+    def sample(self) -> None:
+        t = time.perf_counter()
+        for _ in range(self.per_sample):
+            torch.mm(self.x, self.y, out=self.out)
+        dt = time.perf_counter() - t
+        flops = 2.0 * self.n ** 3 * self.per_sample
+        self.flops += flops
+        self.seconds += dt
+        self.samples.append(flops / dt / 1e9)
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.seconds / 1e9 if self.seconds else float("nan")
+
+
+def measure(a, ctx, warmup: int, methods: list[str], tmp: str, rep: int, probe: PeakProbe) -> dict[str, dict]:
     """One repeat: every method once, either interleaved step by step (threads + baton) or one after the other."""
-    baton = Baton(methods) if a.interleave == "step" else None
+    baton = Baton([*methods, "peak"]) if a.interleave == "step" else None
     clocks = {m: Clock(m, a.steps, baton) for m in methods}
     results: dict[str, dict] = {}
     errors: list[BaseException] = []
@@ -320,11 +350,26 @@ def measure(a, ctx, warmup: int, methods: list[str], tmp: str, rep: int) -> dict
         finally:
             clock.end()
 
+    def peak_turns() -> None:
+        torch.set_num_threads(a.threads)
+        try:
+            while True:
+                baton.wait("peak")
+                if all(m in baton.done for m in methods):
+                    break
+                probe.sample()
+                baton.pass_on("peak")
+        finally:
+            baton.finish("peak")
+
     if baton is None:
         for m in methods:
+            for _ in range(5):
+                probe.sample()
             work(m)
     else:
         threads = [threading.Thread(target=work, args=(m,), name=f"bench-{m}") for m in methods]
+        threads.append(threading.Thread(target=peak_turns, name="bench-peak"))
         for t in threads:
             t.start()
         for t in threads:
@@ -391,9 +436,11 @@ def flops_per_token(model, frac: dict) -> dict:
         "convention": ("useful FLOPs/token = 6*N_layers + 12*L*T*d + f*6*(N_head_transform + d*V + V); "
                        "N_layers = encoder-layer parameters (embeddings excluded), 12*L*T*d = attention QK^T and "
                        "AV matmuls fwd+bwd (PaLM), prediction head only at the fraction f of positions with a "
-                       "loss; MFU = tokens/s * useful FLOPs/token / measured fp32 1024^3 matmul peak, same "
-                       "FLOPs/token for every method. exec% counts the FLOPs each method executes (HF: head at "
-                       "all T positions)."),
+                       "loss (the same useful FLOPs/token for every method). MFU % = tokens/s * useful FLOPs/token "
+                       "/ peak, peak = best fp32 1024^3 matmul GFLOP/s sampled in this run at the same thread "
+                       "count; 'MFU % load-matched' divides instead by the matmul rate sampled in turn with the "
+                       "training steps (same background load); exec % = tokens/s * FLOPs/token the method "
+                       "actually executes (HF: head at all T positions) / peak."),
     }
 
 
@@ -439,7 +486,8 @@ def main(argv=None) -> dict:
     frac = masked_fraction(ctx)
     flops = flops_per_token(theirs, frac)
     peaks = [matmul_peak()]
-    print(f"# {len(blocks)} blocks; {n_ours:,} parameters; fp32 matmul peak {peaks[0]:.1f} GFLOP/s; "
+    probe = PeakProbe()
+    print(f"# {len(blocks)} blocks; {n_ours:,} parameters; fp32 matmul {peaks[0]:.1f} GFLOP/s before the runs; "
           f"masked fraction selfsup {frac['selfsup']:.4f}, HF collator {frac['hf']:.4f}", flush=True)
 
     runs: dict[str, list[dict]] = {m: [] for m in a.methods}
@@ -447,14 +495,15 @@ def main(argv=None) -> dict:
         for rep in range(a.repeats):
             k = rep % len(a.methods)
             order = a.methods[k:] + a.methods[:k]  # rotate who goes first
-            res = measure(a, ctx, warmup, order, tmp, rep)
+            res = measure(a, ctx, warmup, order, tmp, rep, probe)
             peaks.append(matmul_peak())
             for m in order:
                 runs[m].append(res[m])
                 r = res[m]
                 print(f"  repeat {rep} {m:<11} {r['tokens_per_s']:>9.0f} tok/s  {r['steps_per_s']:.3f} steps/s"
-                      f"  ({r['seconds_timed']:.1f}s timed, {r['seconds_total']:.1f}s total)", flush=True)
-    peak = max(peaks)
+                      f"  ({r['steps_timed']} steps in {r['seconds_timed']:.1f}s)", flush=True)
+    peak_loaded = probe.gflops  # what the machine gave a matmul during the runs (same load as the steps)
+    peak = max(max(probe.samples), *peaks)  # the best the hardware did in this run
 
     summary = {}
     for m, rs in runs.items():
@@ -462,6 +511,7 @@ def main(argv=None) -> dict:
         sps = statistics.median(r["steps_per_s"] for r in rs)
         summary[m] = {"tokens_per_s": tps, "steps_per_s": sps,
                       "mfu_pct": 100 * tps * flops["useful_flops_per_token"] / (peak * 1e9),
+                      "mfu_load_matched_pct": 100 * tps * flops["useful_flops_per_token"] / (peak_loaded * 1e9),
                       "exec_util_pct": 100 * tps * flops["executed_flops_per_token"][m] / (peak * 1e9)}
     base = summary.get("hf-trainer", {}).get("tokens_per_s")
     for m in summary:
@@ -471,31 +521,37 @@ def main(argv=None) -> dict:
         paired = [s["tokens_per_s"] / h["tokens_per_s"] for s, h in zip(runs["selfsup"], runs["hf-trainer"])]
 
     print()
-    print(f"fp32 matmul peak ({a.threads} threads, best of {len(peaks)} samples taken before and after each "
-          f"repeat): {peak:.1f} GFLOP/s (samples: " + ", ".join(f"{p:.0f}" for p in peaks) + ")")
+    print(f"fp32 matmul peak ({a.threads} threads, {probe.n}^3 products): {peak:.1f} GFLOP/s = best sample of the run; "
+          f"{peak_loaded:.1f} GFLOP/s = load-matched (aggregate of {len(probe.samples)} samples taken "
+          + ("in turn with the training steps" if a.interleave == "step" else "before each run")
+          + "; between repeats: " + ", ".join(f"{p:.0f}" for p in peaks) + ")")
     print(f"useful FLOPs/token: {flops['useful_flops_per_token'] / 1e6:.2f} M  "
           f"(HF executes {flops['executed_flops_per_token']['hf-trainer'] / 1e6:.2f} M)")
     print()
-    header = f"| {'method':<10} | {'tokens/s':>9} | {'steps/s':>7} | {'MFU %':>6} | {'exec %':>6} | {'vs HF Trainer':>13} |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    cols = [("method", 10), ("tokens/s", 9), ("steps/s", 7), ("MFU %", 6), ("MFU % load-matched", 18),
+            ("exec %", 6), ("vs HF Trainer", 13)]
+    print("| " + " | ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(cols)) + " |")
+    print("|" + "|".join("-" * (w + 2) for _, w in cols) + "|")
     for m, s in summary.items():
-        ratio = f"{s['ratio_vs_hf_trainer']:.2f}x" if s["ratio_vs_hf_trainer"] else "n/a"
-        print(f"| {m:<10} | {s['tokens_per_s']:>9.0f} | {s['steps_per_s']:>7.3f} | {s['mfu_pct']:>6.2f} | "
-              f"{s['exec_util_pct']:>6.2f} | {ratio:>13} |")
+        ratio = f"{s['ratio_vs_hf_trainer']:.2f}×" if s["ratio_vs_hf_trainer"] else "n/a"
+        vals = [m, f"{s['tokens_per_s']:.0f}", f"{s['steps_per_s']:.3f}", f"{s['mfu_pct']:.1f}",
+                f"{s['mfu_load_matched_pct']:.1f}", f"{s['exec_util_pct']:.1f}", ratio]
+        print("| " + " | ".join(f"{v:<{w}}" if i == 0 else f"{v:>{w}}"
+                                for i, (v, (_, w)) in enumerate(zip(vals, cols))) + " |")
     print()
     print("MFU convention: " + flops["convention"])
     headline = None
     if base and "selfsup" in summary:
         headline = summary["selfsup"]["ratio_vs_hf_trainer"]
         print()
-        print(f"selfsup / HF Trainer = {headline:.2f}x  (median of {a.repeats} alternated repeats; paired ratios "
-              + ", ".join(f"{r:.2f}" for r in paired) + ")")
+        print(f"selfsup / HF Trainer = {headline:.2f}×  (ratio of the medians over {a.repeats} repeats; per-repeat "
+              f"ratios " + ", ".join(f"{r:.2f}" for r in paired) + f", median {statistics.median(paired):.2f})")
 
     info["loadavg_end"] = os.getloadavg()
     result = {"command": "python bench/mlm_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "args": {k: v for k, v in vars(a).items() if k != "out"}, "warmup_steps": warmup, "machine": info,
-              "peak_gflops": peak, "peak_gflops_samples": peaks, "flops": flops, "summary": summary,
+              "peak_gflops": peak, "peak_gflops_load_matched": peak_loaded, "peak_gflops_in_run_samples": probe.samples,
+              "peak_gflops_between_repeats": peaks, "flops": flops, "summary": summary,
               "selfsup_over_hf_trainer": headline, "paired_ratios": paired, "runs": runs}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ _OBJECTIVE_MODULES = {
     "mlm": "selfsup.objectives.mlm",
     "clm": "selfsup.objectives.clm",
     "denoising": "selfsup.objectives.denoising",
+    **{name: f"selfsup.objectives.{name}" for name in (
+        "rotation", "context", "simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "deepcluster", "igpt")},
 }
 _BACKBONE_MODULES = {
     "bert": "selfsup.backbones.text",
@@ -23,6 +25,8 @@ _BACKBONE_MODULES = {
     "roberta": "selfsup.backbones.text",
     "gpt2": "selfsup.backbones.text",
     "bart": "selfsup.backbones.text",
+    "resnet": "selfsup.backbones.vision",
+    "vit": "selfsup.backbones.vision",
 }
 OBJECTIVES: dict[str, type] = {}
 BACKBONES: dict[str, type] = {}

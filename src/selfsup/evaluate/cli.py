@@ -1,0 +1,86 @@
+"""`selfsup evaluate --model DIR --probe linear|knn --train DATA --eval DATA`: frozen features of an exported
+image encoder, a linear or kNN probe, collapse diagnostics -> `metrics.json` (`eval.accuracy`)."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from selfsup.errors import SelfsupError
+
+
+def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[str], out: str | Path | None = None,
+             k: int = 20, temperature: float = 0.07) -> dict[str, Any]:
+    """Probe the encoder in `model` (a run folder or its `model/`); writes and returns metrics.json's dict."""
+    import torch
+
+    from selfsup.backbones.vision import load_vision_encoder
+    from selfsup.data.images import ImageDataConfig, load_images
+    from selfsup.evaluate.diagnostics import diagnose
+    from selfsup.evaluate.probes import encoder_features, run_probe
+    from selfsup.fileio import atomic_write_json
+
+    if probe not in ("linear", "knn"):
+        raise SelfsupError(f"--probe: must be linear or knn, got {probe!r}")
+    if k < 1 or temperature <= 0:
+        raise SelfsupError("--k must be >= 1 and --temperature > 0")
+    model = Path(model)
+    if not model.is_dir():
+        raise SelfsupError(f"{model}: no such model folder")
+    encoder, prep = load_vision_encoder(model)
+    cfg = ImageDataConfig(image_size=int(prep["image_size"]), channels=int(prep["channels"]), holdout_fraction=0.0)
+    started = time.perf_counter()
+    tr, ev = load_images(list(train), cfg), load_images(list(eval_data), cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_x = encoder_features(encoder, tr.images, prep["mean"], prep["std"], device=device)
+    eval_x = encoder_features(encoder, ev.images, prep["mean"], prep["std"], device=device)
+    accuracy = run_probe(probe, train_x, tr.labels, eval_x, ev.labels, k=k, temperature=temperature)
+    result: dict[str, Any] = {
+        "eval": {"accuracy": accuracy, "probe": probe, "n_train": int(len(train_x)), "n_eval": int(len(eval_x)),
+                 **({"k": k, "temperature": temperature} if probe == "knn" else {"classifier": "logistic regression"})},
+        "diagnostics": diagnose(torch.from_numpy(eval_x)).as_dict(),
+        "model": str(model), "train_data": list(train), "eval_data": list(eval_data),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    atomic_write_json(output_dir(model, probe, out) / "metrics.json", result)
+    return result
+
+
+def output_dir(model: str | Path, probe: str, out: str | Path | None) -> Path:
+    """--out, or `eval-PROBE` inside the run folder (beside `model/`)."""
+    if out is not None:
+        return Path(out)
+    model = Path(model)
+    return (model.parent if (model / "preprocessing.json").is_file() else model) / f"eval-{probe}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = evaluate(args.model, args.probe, args.train, args.eval, args.out, k=args.k, temperature=args.temperature)
+    d = result["diagnostics"]
+    out = output_dir(args.model, args.probe, args.out)
+    print(f"{args.probe} probe: eval.accuracy={result['eval']['accuracy']:.4f} (train {result['eval']['n_train']}, "
+          f"eval {result['eval']['n_eval']}); feature_std={d['feature_std']:.3f} effective_rank="
+          f"{d['effective_rank']:.1f}{' COLLAPSED' if d['collapsed'] else ''}"
+          f"\nwrote {out / 'metrics.json'}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="probe a pretrained image encoder (linear or kNN on frozen features)",
+                       description="Fit a linear (logistic regression) or cosine-kNN probe on the frozen features "
+                                   "of an exported image encoder; writes metrics.json with eval.accuracy.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a pretrain run folder or its model/ folder")
+    p.add_argument("--probe", required=True, choices=["linear", "knn"])
+    p.add_argument("--train", action="append", required=True, metavar="DATA",
+                   help="labelled images to fit the probe on (folder, .npz, IDX, hf:NAME, sklearn:digits)")
+    p.add_argument("--eval", action="append", required=True, metavar="DATA", help="labelled images to score")
+    p.add_argument("--out", metavar="DIR", help="where metrics.json goes (default: RUN/eval-PROBE)")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
+    p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.set_defaults(func=_run)

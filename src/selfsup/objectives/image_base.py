@@ -1,0 +1,148 @@
+"""Shared plumbing of the image objectives: cached images, the encoder, normalization, two augmented views,
+MLP heads, the online probe, and the HF export.
+
+A batch is `{"images": (B, C, S, S) uint8, "labels": (B,) long (-1 = unknown), "n_images"}`; floats, views
+and normalization happen in `forward`, on the model's device. Held-out batches draw their views from a
+generator seeded by the batch content, so the held-out loss is the same for every run and step.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from selfsup.backbones.vision import build_vision_encoder
+from selfsup.data.images import ImageDataConfig, ImageExamples, ImageSet, load_images
+from selfsup.errors import SelfsupError
+from selfsup.objectives.base import Objective, Prepared
+from selfsup.pretext.views import ViewConfig, simclr_pipeline
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train / held-out split; at least one image each when fraction > 0."""
+    if n < 2:
+        raise SelfsupError(f"data: {n} image(s) is too few (need at least 2)")
+    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    n_hold = min(max(1, math.ceil(fraction * n)), n - 1) if fraction > 0 else 0
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+
+
+def mlp(dims: list[int], batch_norm: bool = True, last_bn: bool = False) -> torch.nn.Sequential:
+    """Linear layers of widths dims[0] -> ... -> dims[-1], BN + ReLU between (SimCLR/BYOL-style heads)."""
+    layers: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        last = i == len(dims) - 2
+        layers.append(torch.nn.Linear(a, b, bias=not (batch_norm and (not last or last_bn))))
+        if not last:
+            if batch_norm:
+                layers.append(torch.nn.BatchNorm1d(b))
+            layers.append(torch.nn.ReLU(inplace=True))
+        elif last_bn:
+            layers.append(torch.nn.BatchNorm1d(b, affine=False))
+    return torch.nn.Sequential(*layers)
+
+
+@contextlib.contextmanager
+def eval_seeded(images: torch.Tensor, training: bool, seed: int) -> Iterator[None]:
+    """Outside training, draw torch randomness from a generator seeded by the batch content."""
+    if training:
+        yield
+        return
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed * 7_919 + int(images[:, :, ::3, ::3].sum().item()))
+        yield
+
+
+class ImageObjective(Objective):
+    modality = "image"
+    default_backbone = "resnet"
+    count_key = "n_images"
+
+    @dataclasses.dataclass
+    class Options:
+        views: ViewConfig = dataclasses.field(default_factory=ViewConfig)
+
+    @classmethod
+    def data_config_class(cls) -> type:
+        return ImageDataConfig
+
+    @classmethod
+    def check_recipe(cls, recipe) -> None:
+        from selfsup.backbones.vision import check_image_size
+
+        check_image_size(recipe.model, recipe.data.image_size)
+
+    @classmethod
+    def prepare(cls, recipe, sources: list[str]) -> Prepared:
+        data: ImageSet = load_images(sources, recipe.data)
+        train, held = split_indices(len(data.images), recipe.data.holdout_fraction, recipe.train.seed)
+        return Prepared(ImageExamples(data, train), ImageExamples(data, held), {"images": data})
+
+    def __init__(self, recipe, prepared: Prepared):
+        super().__init__(recipe, prepared)
+        data: ImageSet = prepared.extras["images"]
+        self.data_info = {"image_size": data.size, "channels": data.channels, "mean": data.mean, "std": data.std}
+        self.num_classes = data.num_classes if data.has_labels else 0
+        self.encoder = build_vision_encoder(recipe.model, data.channels, data.size)
+        self.register_buffer("pixel_mean", torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(data.std, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self.probe_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        views = getattr(self.options, "views", None)
+        self.augment = simclr_pipeline(data.size, data.channels, views) if views is not None else None
+
+    # ---- batches and views ----
+    def make_batch(self, examples: list[Any], rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
+        images = np.stack([e[0] for e in examples])
+        return {"images": torch.from_numpy(images), "labels": torch.tensor([e[1] for e in examples], dtype=torch.long),
+                "n_images": torch.tensor(len(examples))}
+
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() / 255.0
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def two_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independent SimCLR augmentations of the batch, normalized for the encoder."""
+        x = self.to_unit(images)
+        with eval_seeded(images, self.training, self.recipe.train.seed):
+            v1, v2 = self.augment(x), self.augment(x)
+        return self.normalize(v1), self.normalize(v2)
+
+    def remember(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Leave backbone features for the online probe and the collapse diagnostics."""
+        self.probe_batch = (features.detach(), labels)
+
+    def callbacks(self) -> list:
+        from selfsup.engine.probe import OnlineLinearProbe
+
+        return [OnlineLinearProbe(self.encoder.feature_dim, self.num_classes)]
+
+    def export(self, folder) -> None:
+        self.encoder.export(folder, **self.data_info)
+
+
+class TwoViewObjective(ImageObjective):
+    """Joint-embedding methods: encoder -> projector on two views; subclasses give `pair_loss`."""
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return h, self.projector(h)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x1, x2 = self.two_views(batch["images"])
+        h1, z1 = self.embed(x1)
+        _, z2 = self.embed(x2)
+        self.remember(h1, batch["labels"])
+        loss, metrics = self.pair_loss(z1, z2)
+        return {"loss": loss, **metrics, "n_images": batch["n_images"]}
+
+    def pair_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError

@@ -1,0 +1,81 @@
+"""MoCo v2 (He et al. 2020, "Momentum Contrast for Unsupervised Visual Representation Learning"; Chen et
+al. 2020, "Improved Baselines with Momentum Contrastive Learning").
+
+Predicts: which key is the momentum encoder's embedding of the other view of the same image, among that key
+and a FIFO queue of keys from earlier batches (InfoNCE with a temperature). The query encoder + MLP head is
+trained; the key encoder is its exponential moving average (momentum m); the current batch's keys join the
+queue only after the loss, so a query never meets its own positive as a negative. On one device the key
+encoder's BatchNorm sees the unshuffled batch (no shuffling BN). The MLP head is dropped after pretraining.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.config import bounded
+from selfsup.errors import SelfsupError
+from selfsup.losses import ema_update, info_nce_queue
+from selfsup.objectives.image_base import ImageObjective, mlp
+from selfsup.pretext.views import ViewConfig
+from selfsup.registry import register_objective
+
+
+def enqueue(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) -> None:
+    """Write `keys` over the oldest rows of the (K, d) ring buffer `queue` starting at `ptr` (in place)."""
+    k, n = queue.shape[0], keys.shape[0]
+    rows = (int(ptr) + torch.arange(n, device=queue.device)) % k
+    queue[rows] = keys.detach().to(queue.dtype)
+    ptr.fill_((int(ptr) + n) % k)
+
+
+@register_objective("moco")
+class MoCo(ImageObjective):
+    @dataclasses.dataclass
+    class Options:
+        queue_size: int = bounded(1024, gt=0, doc="K negatives kept from earlier batches")
+        momentum: float = bounded(0.99, ge=0, lt=1, doc="key encoder EMA rate m")
+        temperature: float = bounded(0.2, gt=0)
+        projection_dim: int = bounded(64, gt=0)
+        projection_hidden: int = bounded(256, gt=0)
+        views: ViewConfig = dataclasses.field(default_factory=ViewConfig)
+
+    @classmethod
+    def check_recipe(cls, recipe) -> None:
+        super().check_recipe(recipe)
+        if recipe.objective.queue_size < recipe.train.batch_size:
+            raise SelfsupError(f"objective.queue_size: {recipe.objective.queue_size} is smaller than "
+                               f"train.batch_size={recipe.train.batch_size}")
+
+    def __init__(self, recipe, prepared):
+        super().__init__(recipe, prepared)
+        o = self.options
+        self.projector = mlp([self.encoder.feature_dim, o.projection_hidden, o.projection_dim], batch_norm=False)
+        self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.register_buffer("queue", F.normalize(torch.randn(o.queue_size, o.projection_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def contrast(self, q: torch.Tensor, k: torch.Tensor, update: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """InfoNCE of queries against their keys and the queue as it was before this batch; then enqueue."""
+        loss, logits = info_nce_queue(q, k, self.queue.clone(), self.options.temperature)
+        if update:
+            enqueue(self.queue, self.queue_ptr, F.normalize(k.detach().float(), dim=1))
+        return loss, logits
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x1, x2 = self.two_views(batch["images"])
+        h1 = self.encoder(x1)
+        q = self.projector(h1)
+        with torch.no_grad():
+            k = self.key_projector(self.key_encoder(x2))
+        self.remember(h1, batch["labels"])
+        loss, logits = self.contrast(q, k, update=self.training)
+        accuracy = (logits.argmax(1) == 0).float().mean().detach()
+        return {"loss": loss, "contrastive_accuracy": accuracy, "n_images": batch["n_images"]}
+
+    def on_step_end(self, step: int, max_steps: int) -> None:
+        ema_update(self.key_encoder, self.encoder, self.options.momentum)
+        ema_update(self.key_projector, self.projector, self.options.momentum)
