@@ -79,3 +79,16 @@ def test_pretrained_tokenizer_kinds_roundtrip(tmp_path, persuasion):
         tok.save_pretrained(tmp_path / kind)
         loaded = get_tokenizer(TokenizerConfig(kind="pretrained", pretrained=str(tmp_path / kind)), [], "text")
         assert loaded("Anne Elliot walked.", add_special_tokens=False)["input_ids"] == ids
+
+
+def test_hugging_face_dataset_code_path_on_a_local_folder(tmp_path, monkeypatch):
+    """`hf:NAME` goes through `datasets.load_dataset` (here a local folder, no network)."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = tmp_path / "hub_like"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps({"text": f"Row {i} of a data set."}) for i in range(5)))
+    paras = list(read_paragraphs([f"hf:{folder}@train"]))
+    assert [p.sentences for p in paras][:2] == [["Row 0 of a data set."], ["Row 1 of a data set."]]
+    assert [p.doc for p in paras] == list(range(5))
+    with pytest.raises(SelfsupError, match="hf:.*nope.*cannot load data set"):
+        list(read_paragraphs([f"hf:{tmp_path / 'nope'}"]))

@@ -141,3 +141,18 @@ def test_knn_probe_votes_with_cosine_similarity():
     train = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
     y = np.array([0, 0, 1, 1])
     assert knn_probe(train, y, np.array([[5, 1], [1, 5]], np.float32), np.array([0, 1]), k=3) == 1.0
+
+
+def test_kmeans_reseeds_empty_clusters():
+    from selfsup.objectives.deepcluster import kmeans
+
+    # 3 distinct points but k = 5: plain Lloyd would leave clusters empty; every cluster must end up used
+    x = torch.tensor([[0.0, 0.0]] * 10 + [[5.0, 5.0]] * 10 + [[0.0, 5.0]] * 10)
+    x = x + 0.01 * torch.randn(30, 2, generator=torch.Generator().manual_seed(0))
+    assign, centroids, reseeded = kmeans(x, 5, 10, torch.Generator().manual_seed(1))
+    assert centroids.shape == (5, 2) and assign.shape == (30,)
+    assert torch.bincount(assign, minlength=5).min() >= 1
+    # points from one blob never share a cluster with another blob
+    for blob in range(3):
+        others = torch.cat([assign[b * 10:(b + 1) * 10] for b in range(3) if b != blob])
+        assert not set(assign[blob * 10:(blob + 1) * 10].tolist()) & set(others.tolist())

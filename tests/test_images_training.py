@@ -28,7 +28,7 @@ METHODS = {
     "vicreg": ([], 40, 0, 0.8),
     "rotation": ([], 40, 0, 0.3),
     "context": ([], 40, 0, 0.2),
-    "deepcluster": (["objective.clusters=20"], 40, 0, 0.2),
+    "deepcluster": (["objective.clusters=20"], 24, 0, 0.15),  # within the first epoch (25 steps)
 }
 
 

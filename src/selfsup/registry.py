@@ -17,7 +17,7 @@ _OBJECTIVE_MODULES = {
     "clm": "selfsup.objectives.clm",
     "denoising": "selfsup.objectives.denoising",
     **{name: f"selfsup.objectives.{name}" for name in (
-        "rotation", "context", "simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "deepcluster", "igpt")},
+        "rotation", "context", "simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "deepcluster")},
 }
 _BACKBONE_MODULES = {
     "bert": "selfsup.backbones.text",

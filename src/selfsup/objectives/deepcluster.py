@@ -68,7 +68,8 @@ class DeepCluster(ImageObjective):
         clusters: int = bounded(100, ge=2, doc="k of k-means (the paper uses ~10x the number of classes)")
         pca_dim: int = bounded(64, gt=0, doc="PCA-whitening dimension before k-means")
         kmeans_iters: int = bounded(20, gt=0)
-        views: ViewConfig = dataclasses.field(default_factory=lambda: ViewConfig(blur_prob=0.0))
+        views: ViewConfig = dataclasses.field(default_factory=lambda: ViewConfig(  # the paper: crop + flip only
+            crop_scale_min=0.4, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0))
 
     @classmethod
     def prepare(cls, recipe, sources: list[str]) -> Prepared:
