@@ -57,7 +57,8 @@ def bare_loop_images_per_s(method: str, overrides: list[str], data: Path, steps:
         if step == warm:
             started, images = time.perf_counter(), 0
         pos = [(step * b + i) for i in range(b)]
-        batch = model.make_batch([prepared.train[int(perm[p % n])] for p in pos], [example_rng(c.seed, 0, p) for p in pos])
+        batch = model.make_batch([prepared.train[int(perm[p % n])] for p in pos],
+                                 [example_rng(c.seed, 0, p) for p in pos])
         torch.manual_seed(step)
         out = model(batch)
         opt.zero_grad(set_to_none=True)
@@ -119,7 +120,8 @@ def main() -> None:
         results[method] = row
         print(method, json.dumps(row), flush=True)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
-    print(f"\n| method | linear | kNN (k=20) | s/epoch selfsup | s/epoch bare loop | overhead |\n|---|---|---|---|---|---|")
+    print("\n| method | linear | kNN (k=20) | s/epoch selfsup | s/epoch bare loop | overhead |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         timing = (f"{r['epoch_s_selfsup']:.2f} | {r['epoch_s_bare']:.2f} | {r['overhead_ratio']:.2f}x"
                   if "overhead_ratio" in r else "– | – | –")

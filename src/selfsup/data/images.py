@@ -159,7 +159,8 @@ def _decode_file(path: Path, channels: int | None, size: int, first: tuple[Path,
                            f"{str(e).splitlines()[0][:160] if str(e) else 'corrupt'})") from None
 
 
-def _folder(path: Path, channels: int | None, size: int, first_label: int) -> tuple[list[np.ndarray], list[int], list[str]]:
+def _folder(path: Path, channels: int | None, size: int,
+            first_label: int) -> tuple[list[np.ndarray], list[int], list[str]]:
     files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
                    and not any(part.startswith(".") for part in f.relative_to(path).parts))
     if not files:

@@ -37,7 +37,7 @@ def _precision(cfg, accelerator: str) -> str:
 
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
-    return "32-true"  # on CPUs bf16 is emulated and slower than fp32 (docs/benchmarks.md)
+    return "32-true"  # CPUs without native bf16 matmul emulate it, slower than fp32; opt in with train.precision
 
 
 def _resolve(recipe: str | dict | Recipe, out: Path, resume: bool, overrides: list[str]) -> Recipe:

@@ -38,7 +38,8 @@ class OnlineLinearProbe(L.Callback):
     def _log_diagnostics(self, pl_module, feats: torch.Tensor, prefix: str, on_step: bool) -> None:
         if feats.shape[0] < 2:
             return
-        pl_module.log_dict({f"{prefix}feature_std": feature_std(feats), f"{prefix}effective_rank": effective_rank(feats)},
+        pl_module.log_dict({f"{prefix}feature_std": feature_std(feats),
+                            f"{prefix}effective_rank": effective_rank(feats)},
                            on_step=on_step, on_epoch=not on_step, batch_size=feats.shape[0])
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

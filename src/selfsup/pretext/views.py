@@ -77,7 +77,8 @@ def context_pair(image: np.ndarray, rng: np.random.Generator, gap: int, jitter: 
     label = int(rng.integers(8))
 
     def cut(row: int, col: int) -> np.ndarray:
-        y0, x0 = row * cell + int(rng.integers(0, cell - patch + 1)), col * cell + int(rng.integers(0, cell - patch + 1))
+        y0 = row * cell + int(rng.integers(0, cell - patch + 1))
+        x0 = col * cell + int(rng.integers(0, cell - patch + 1))
         if jitter:
             y0 += int(rng.integers(-jitter, jitter + 1))
             x0 += int(rng.integers(-jitter, jitter + 1))
