@@ -31,8 +31,10 @@ def _prepare_out(out: Path, force: bool) -> None:
         shutil.rmtree(out)
 
 
-def cloze_examples(model_dir: Path, blocks, n_show: int = 8, n_score: int = 400, seed: int = 0):
-    """Mask one whole word (a single piece of >= 4 letters) per held-out block; return shown rows and scores."""
+def cloze_examples(model_dir: Path, blocks, n_show: int = 8, n_score: int = 400, per_block: int = 4,
+                   seed: int = 0):
+    """Mask one whole word (a single word piece) per held-out block and score the model's guesses; return a
+    few rows to show (content words of >= 4 letters) and the top-1/top-5 accuracy over all masked words."""
     import numpy as np
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
@@ -47,10 +49,9 @@ def cloze_examples(model_dir: Path, blocks, n_show: int = 8, n_score: int = 400,
         ids = np.concatenate([[tok.cls_token_id], tokens, [tok.sep_token_id]]).astype(np.int64)
         ws = np.concatenate([[1], word_start, [1, 1]])
         pieces = tok.convert_ids_to_tokens(ids.tolist())
-        cands = [j for j in range(8, len(ids) - 8)
-                 if ws[j] and ws[j + 1] and pieces[j].isalpha() and len(pieces[j]) >= 4]
-        if cands:
-            picks.append((int(i), int(rng.choice(cands))))
+        cands = [j for j in range(8, len(ids) - 8) if ws[j] and ws[j + 1] and pieces[j].isalpha()]
+        for j in rng.choice(cands, size=min(per_block, len(cands)), replace=False) if cands else []:
+            picks.append((int(i), int(j)))  # one masked word per copy of the passage
     freq = Counter(int(t) for b in range(min(len(blocks), 2000)) for t in blocks[b][0])
     baseline_hits = 0
     for start in range(0, len(picks), 32):
@@ -73,9 +74,9 @@ def cloze_examples(model_dir: Path, blocks, n_show: int = 8, n_score: int = 400,
             total += 1
             hits1 += top_ids[0] == answers[k]
             hits5 += answers[k] in top_ids
-            # the frequency baseline: always the most frequent word piece of >= 4 letters
+            # the frequency baseline: always guess the most frequent word
             baseline_hits += answers[k] == _most_frequent_word(freq, tok)
-            if len(rows) < n_show:
+            if len(rows) < n_show and len(tok.convert_ids_to_tokens(answers[k])) >= 4:  # show content words
                 words = tok.convert_ids_to_tokens(inputs[k].tolist())
                 left = tok.convert_tokens_to_string(words[max(1, j - 14):j])
                 right = tok.convert_tokens_to_string(words[j + 1:j + 10])
@@ -95,7 +96,7 @@ def _most_frequent_word(freq: Counter, tok) -> int:
         _MOST_FREQUENT.clear()
         for t, _ in freq.most_common():
             piece = tok.convert_ids_to_tokens(t)
-            if piece.isalpha() and len(piece) >= 4:
+            if piece.isalpha():
                 _MOST_FREQUENT[key] = t
                 break
     return _MOST_FREQUENT.get(key, -1)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from selfsup.backbones.text import build_text_model
 from selfsup.config import bounded
 from selfsup.errors import SelfsupError
-from selfsup.objectives.text_base import TextObjective
+from selfsup.objectives.text_base import TextObjective, pad_stack
 from selfsup.pretext.denoising import apply_bart_noise, mass_span
 from selfsup.pretext.masking import IGNORE
 from selfsup.registry import register_objective
@@ -84,19 +84,11 @@ class Denoising(TextObjective):
     def make_batch(self, examples: list[Any], rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
         row = self._mass_row if self.options.method == "mass" else self._bart_row
         rows = [row(sentences, rng) for (_, sentences), rng in zip(examples, rngs)]
-        enc_width = max(len(r[0]) for r in rows)
-        dec_width = max(len(r[1]) for r in rows)
         pad = self.ids["pad"]
-        batch = {"input_ids": np.full((len(rows), enc_width), pad, np.int64),
-                 "attention_mask": np.zeros((len(rows), enc_width), np.int64),
-                 "decoder_input_ids": np.full((len(rows), dec_width), pad, np.int64),
-                 "labels": np.full((len(rows), dec_width), IGNORE, np.int64)}
-        for i, (encoder, decoder_input, labels) in enumerate(rows):
-            batch["input_ids"][i, :len(encoder)] = encoder
-            batch["attention_mask"][i, :len(encoder)] = 1
-            batch["decoder_input_ids"][i, :len(decoder_input)] = decoder_input
-            batch["labels"][i, :len(labels)] = labels
-        return {k: torch.from_numpy(v) for k, v in batch.items()}
+        return {"input_ids": pad_stack([r[0] for r in rows], pad),
+                "attention_mask": pad_stack([np.ones(len(r[0]), np.int64) for r in rows], 0),
+                "decoder_input_ids": pad_stack([r[1] for r in rows], pad),
+                "labels": pad_stack([r[2] for r in rows], IGNORE)}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labels = batch["labels"]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from selfsup.backbones.text import build_text_model, masked_lm_parts
 from selfsup.config import bounded
 from selfsup.errors import SelfsupError
-from selfsup.objectives.text_base import TextObjective
+from selfsup.objectives.text_base import TextObjective, pad_stack
 from selfsup.pretext.masking import IGNORE, mask_tokens
 from selfsup.pretext.sentence_pairs import make_pair
 from selfsup.registry import register_objective
@@ -94,17 +94,10 @@ class MaskedLanguageModeling(TextObjective):
             segment = np.r_[np.zeros(len(a) + 2, np.int64), np.ones(len(b) + 1, np.int64)]
             x, y = self._mask(seq, ws, rng)
             rows.append((x, y, segment, label))
-        width = max(len(r[0]) for r in rows)
-        batch = {"input_ids": np.full((len(rows), width), self.ids["pad"], np.int64),
-                 "labels": np.full((len(rows), width), IGNORE, np.int64),
-                 "token_type_ids": np.zeros((len(rows), width), np.int64),
-                 "attention_mask": np.zeros((len(rows), width), np.int64)}
-        for i, (x, y, seg, _) in enumerate(rows):
-            batch["input_ids"][i, :len(x)] = x
-            batch["labels"][i, :len(x)] = y
-            batch["token_type_ids"][i, :len(x)] = seg
-            batch["attention_mask"][i, :len(x)] = 1
-        out = {k: torch.from_numpy(v) for k, v in batch.items()}
+        pad = self.ids["pad"]
+        out = {"input_ids": pad_stack([r[0] for r in rows], pad), "labels": pad_stack([r[1] for r in rows], IGNORE),
+               "token_type_ids": pad_stack([r[2] for r in rows], 0),
+               "attention_mask": pad_stack([np.ones(len(r[0]), np.int64) for r in rows], 0)}
         out["pair_labels"] = torch.tensor([r[3] for r in rows], dtype=torch.long)
         return out
 

@@ -5,6 +5,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from selfsup.data.corpus import TextDataConfig, TokenCorpus, build_corpus, get_tokenizer
 from selfsup.data.tokenizer import special_ids
@@ -72,6 +73,14 @@ def sentence_chunks(corpus: TokenCorpus, max_tokens: int) -> np.ndarray:
             total += int(lengths[j])
         out.append((start, int(stop)))
     return np.asarray(out, dtype=np.int64)
+
+
+def pad_stack(rows: list[np.ndarray], fill: int) -> torch.Tensor:
+    """Right-pad 1-D int arrays to the longest and stack them into a (batch, width) int64 tensor."""
+    out = np.full((len(rows), max(len(r) for r in rows)), fill, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return torch.from_numpy(out)
 
 
 def split_indices(n: int, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
