@@ -14,10 +14,24 @@ and knows how to turn raw examples into batches:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from selfsup.errors import SelfsupError
+
+
+def split_indices(n: int, fraction: float, seed: int, what: str = "example") -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train / held-out split of n examples, at least one of each when fraction > 0 (the same
+    split for every run with the same seed, whatever the modality)."""
+    if n < (2 if fraction > 0 else 1):
+        raise SelfsupError(f"data: {n} {what}(s) is too few for a training and a held-out split "
+                           "(add data, or lower data.block_size for text)")
+    perm = np.random.default_rng([seed, 7919]).permutation(n)
+    n_hold = min(max(1, math.ceil(fraction * n)), n - 1) if fraction > 0 else 0
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
 
 
 @dataclasses.dataclass

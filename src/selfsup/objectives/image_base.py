@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from typing import Any, Iterator
 
 import numpy as np
@@ -18,17 +17,8 @@ import torch
 from selfsup.backbones.vision import build_vision_encoder
 from selfsup.data.images import ImageDataConfig, ImageExamples, ImageSet, load_images
 from selfsup.errors import SelfsupError
-from selfsup.objectives.base import Objective, Prepared
+from selfsup.objectives.base import Objective, Prepared, split_indices
 from selfsup.pretext.views import ViewConfig, simclr_pipeline
-
-
-def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random train / held-out split; at least one image each when fraction > 0."""
-    if n < 2:
-        raise SelfsupError(f"data: {n} image(s) is too few (need at least 2)")
-    perm = np.random.default_rng([seed, 7919]).permutation(n)
-    n_hold = min(max(1, math.ceil(fraction * n)), n - 1) if fraction > 0 else 0
-    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
 
 
 def mlp(dims: list[int], batch_norm: bool = True, last_bn: bool = False) -> torch.nn.Sequential:
@@ -80,7 +70,7 @@ class ImageObjective(Objective):
     @classmethod
     def prepare(cls, recipe, sources: list[str]) -> Prepared:
         data: ImageSet = load_images(sources, recipe.data)
-        train, held = split_indices(len(data.images), recipe.data.holdout_fraction, recipe.train.seed)
+        train, held = split_indices(len(data.images), recipe.data.holdout_fraction, recipe.train.seed, "image")
         return Prepared(ImageExamples(data, train), ImageExamples(data, held), {"images": data})
 
     def __init__(self, recipe, prepared: Prepared):

@@ -10,7 +10,7 @@ import torch
 from selfsup.data.corpus import TextDataConfig, TokenCorpus, build_corpus, get_tokenizer
 from selfsup.data.tokenizer import special_ids
 from selfsup.errors import SelfsupError
-from selfsup.objectives.base import Objective, Prepared
+from selfsup.objectives.base import Objective, Prepared, split_indices
 
 
 class PackedBlocks(Sequence):
@@ -81,17 +81,6 @@ def pad_stack(rows: list[np.ndarray], fill: int) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, :len(r)] = r
     return torch.from_numpy(out)
-
-
-def split_indices(n: int, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random train / held-out split of n examples; at least one example each when fraction > 0."""
-    if n == 0:
-        raise SelfsupError(f"data: too little text for one {what}")
-    perm = np.random.default_rng([seed, 7919]).permutation(n)
-    n_hold = min(max(1, math.ceil(fraction * n)), n - 1) if fraction > 0 and n > 1 else 0
-    if n - n_hold < 1:
-        raise SelfsupError(f"data: too little text for one training {what}")
-    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
 
 
 class TextObjective(Objective):

@@ -1,0 +1,141 @@
+"""Task data: sub-word label alignment on a hand example, readers, label sets, few-label subsets, the Austen
+novel task, and every bad input as a one-line error (exit 2) naming the file and line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapt_data import write_conll, write_squad
+from adapt_tok import hand_tokenizer
+from selfsup.adapt.finetune import FinetuneConfig, encode
+from selfsup.adapt.tasks import (IGNORE, TaggedSentence, TextExample, austen_novels_task, columns_for,
+                                 first_piece_index, first_piece_labels, join_words, read_task, subsample,
+                                 token_word_ids)
+from selfsup.cli import main
+
+
+def test_subword_labels_on_first_piece_only_hand_example():
+    tok = hand_tokenizer()
+    words = ["Elinor", "unpacked", "the", "trunks", "hastily", "."]
+    tags = ["PROPN", "VERB", "DET", "NOUN", "ADV", "PUNCT"]
+    text, spans = join_words(words)
+    enc = tok(text, return_offsets_mapping=True)
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"])
+    assert pieces == ["[CLS]", "elinor", "un", "##pack", "##ed", "the", "trunk", "##s", "hastily", ".", "[SEP]"]
+    wids = token_word_ids(enc["offset_mapping"], enc.sequence_ids(), spans)
+    assert wids == [None, 0, 1, 1, 1, 2, 3, 3, 4, 5, None]
+    ids = {t: i for i, t in enumerate(sorted(set(tags)))}
+    labels = first_piece_labels(wids, [ids[t] for t in tags])
+    assert labels == [IGNORE, ids["PROPN"], ids["VERB"], IGNORE, IGNORE, ids["DET"], ids["NOUN"], IGNORE,
+                      ids["ADV"], ids["PUNCT"], IGNORE]
+    # predictions map back to words through each word's first piece
+    assert first_piece_index(wids, len(words)) == [1, 2, 5, 6, 8, 9]
+    feats = encode("token-classification", tok, [TaggedSentence(words, tags, "x:1")], sorted(set(tags)), 8, True,
+                   FinetuneConfig())
+    assert feats[0]["first_piece"] == [1, 2, 5, 6, None, None]  # truncation at 8 tokens drops the last words
+
+
+def test_alignment_with_a_byte_level_tokenizer(austen_dir):
+    from selfsup.data.tokenizer import TokenizerConfig, train_tokenizer
+
+    text = (austen_dir / "persuasion.txt").read_text()[:20000].split("\n")
+    tok = train_tokenizer(TokenizerConfig(kind="byte-level-bpe", vocab_size=400), text)
+    words = "Sir Walter Elliot , of Kellynch-Hall , in Somersetshire".split()
+    joined, spans = join_words(words)
+    enc = tok(joined, return_offsets_mapping=True)
+    wids = token_word_ids(enc["offset_mapping"], enc.sequence_ids(), spans)
+    firsts = first_piece_index(wids, len(words))
+    assert None not in firsts and firsts == sorted(firsts)
+    for w, (a, b) in enumerate(spans):  # the pieces of each word cover exactly that word
+        pieces = [i for i, x in enumerate(wids) if x == w]
+        assert enc["offset_mapping"][pieces[-1]][1] == b and firsts[w] == pieces[0]
+
+
+def test_readers_csv_tsv_jsonl_conll_squad(tmp_path):
+    (tmp_path / "a.csv").write_text('sentence,y\n"Anne, at last, smiled.",pos\nHe frowned.,neg\n')
+    ex = read_task(str(tmp_path / "a.csv"), "sequence-classification", columns_for("sequence-classification",
+                   "sentence", None, "y"))
+    assert [(e.text, e.label) for e in ex] == [("Anne, at last, smiled.", "pos"), ("He frowned.", "neg")]
+    assert ex[1].where.endswith("a.csv:3")
+    (tmp_path / "p.tsv").write_text("premise\thypothesis\tlabel\nA\tB\t1\nC\tD\t0\n")
+    ex = read_task(str(tmp_path / "p.tsv"), "pair-classification", columns_for("pair-classification"))
+    assert (ex[0].text, ex[0].pair, ex[0].label) == ("A", "B", "1")
+    (tmp_path / "r.jsonl").write_text('{"text": "x", "label": 3.5}\n\n{"text": "y", "label": 1}\n')
+    ex = read_task(str(tmp_path / "r.jsonl"), "sequence-regression", columns_for("sequence-regression"))
+    assert [e.label for e in ex] == [3.5, 1.0]
+    conll = write_conll(tmp_path / "t.conll", 3, 0)
+    sents = read_task(str(conll), "token-classification", columns_for("token-classification"))
+    assert len(sents) == 3 and all(len(s.words) == len(s.tags) for s in sents) and sents[0].tags[0] == "B-PER"
+    squad = write_squad(tmp_path / "q.json", 2, 0)
+    qa = read_task(str(squad), "extractive-qa", columns_for("extractive-qa"))
+    assert all(ex.context[a:a + len(t)] == t for ex in qa for t, a in ex.answers)
+
+
+def test_few_labels_subsets_are_seeded_and_stratified():
+    ex = [TextExample(f"t{i}", None, "abc"[i % 3], f"f:{i}") for i in range(60)]
+    a = subsample(ex, shots=4, seed=1)
+    assert sorted(e.label for e in a) == sorted("aaaabbbbcccc")
+    assert [e.text for e in a] == [e.text for e in subsample(ex, shots=4, seed=1)]
+    assert [e.text for e in a] != [e.text for e in subsample(ex, shots=4, seed=2)]
+    assert len(subsample(ex, fraction=0.25, seed=0)) == 15
+
+
+def test_austen_novels_task_is_balanced_and_eval_is_never_in_the_unlabeled_text(tmp_path):
+    info = austen_novels_task(tmp_path, train_per_class=30, eval_per_class=10,
+                              novels=["persuasion", "emma", "northangerabbey"])
+    train = [json.loads(x) for x in open(info["train"])]
+    ev = [json.loads(x) for x in open(info["eval"])]
+    assert len(train) == 90 and len(ev) == 30
+    assert {r["label"] for r in ev} == {"persuasion", "emma", "northangerabbey"}
+    unlabeled = "".join(p.read_text() for p in (tmp_path / "unlabeled").iterdir())
+    assert all(r["text"] in unlabeled for r in train[:10])
+    assert not any(r["text"] in unlabeled for r in ev)
+    assert not {r["text"] for r in train} & {r["text"] for r in ev}
+
+
+def _err(capsys, *argv) -> str:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("selfsup: error:") and "\n" not in err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors_naming_file_and_line(tmp_path, capsys):
+    ck = tmp_path / "ckpt"
+    ck.mkdir()
+    (ck / "config.json").write_text("{}")  # never loaded: data errors come first
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "Anne smiled.", "label": "a"}\n{"text": "He frowned.", "label": "b"}\n')
+    out = str(tmp_path / "out")
+
+    def ft(train, ev, task="sequence-classification", *extra):
+        return _err(capsys, "finetune", "--model", str(ck), "--task", task, "--train", str(train), "--eval",
+                    str(ev), "--out", out, *extra)
+
+    unseen = tmp_path / "unseen.jsonl"
+    unseen.write_text('{"text": "x", "label": "a"}\n{"text": "y", "label": "zzz"}\n')
+    assert f"{unseen}:2" in ft(good, unseen) and "'zzz' never seen" in ft(good, unseen)
+    missing = tmp_path / "missing.csv"
+    missing.write_text("sentence,label\nhello,a\n")
+    assert f"{missing}:2" in ft(missing, good) and "no column 'text'" in ft(missing, good)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": "ok", "label": "a"}\n{"text": "   ", "label": "b"}\n')
+    assert f"{empty}:2: empty text" in ft(empty, good)
+    squad = tmp_path / "bad.json"
+    squad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Anne walked to Bath.", "qas": [
+        {"id": "ok", "question": "Where?", "answers": [{"text": "Bath", "answer_start": 15}]}]}, {
+        "context": "Anne walked to Bath.", "qas": [
+            {"id": "bad", "question": "Who?", "answers": [{"text": "Wentworth", "answer_start": 0}]}]}]}]},
+        indent=1))
+    err = ft(squad, squad, "extractive-qa")
+    assert "'Wentworth' is not in its context" in err and f"{squad}:" in err
+    line = int(err.split(f"{squad}:")[1].split(":")[0])
+    assert '"bad"' in squad.read_text().splitlines()[line - 1]
+    conll = tmp_path / "bad.conll"
+    conll.write_text("Anne\tB-PER\nwalked\n")
+    assert f"{conll}:2: expected `word<TAB>tag`" in ft(conll, conll, "token-classification")
+    assert "no such file" in ft(tmp_path / "nope.csv", good)
+    assert "lr: must be > 0" in ft(good, good, "sequence-classification", "--set", "lr=-1")
+    assert not (tmp_path / "out").exists()  # nothing written on a bad input
