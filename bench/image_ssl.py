@@ -18,8 +18,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-METHODS = ["simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "rotation", "context", "deepcluster"]
-PER_METHOD = {"moco": ["objective.queue_size=512"], "deepcluster": ["objective.clusters=50"]}
+METHODS = ["simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "rotation", "context", "deepcluster",
+           "igpt"]
+# igpt brings its own backbone (a GPT-2 over pixel tokens) and reads the digits at their native 8x8 (64 tokens)
+PER_METHOD = {"moco": ["objective.queue_size=512"], "deepcluster": ["objective.clusters=50"],
+              "igpt": ["data.image_size=8"]}
+RESNET = ["model.embedding_size=16", "model.hidden_sizes=[16,32,64]", "model.depths=[1,1,1]"]  # the shared backbone
+
+
+def own_backbone(method: str) -> bool:
+    """A method that does not train the shared ResNet (igpt); it gets an untrained baseline of its own."""
+    from selfsup.registry import get_objective
+
+    return get_objective(method).default_backbone != "resnet"
+
+
+def method_overrides(method: str, common: list[str]) -> list[str]:
+    return common + ([] if own_backbone(method) else RESNET) + PER_METHOD.get(method, [])
 
 
 def split_digits(folder: Path) -> tuple[Path, Path]:
@@ -92,7 +107,6 @@ def main() -> None:
     out.mkdir(parents=True)
     train, held = split_digits(out)
     common = [f"data.image_size={args.image_size}", "train.batch_size=64", f"train.threads={args.threads}",
-              "model.embedding_size=16", "model.hidden_sizes=[16,32,64]", "model.depths=[1,1,1]",
               "train.warmup_steps=10", "train.eval_every=100000", "train.checkpoint_every=100000", "train.log_every=5"]
     results: dict[str, dict] = {}
     cfg = ImageDataConfig(image_size=args.image_size, channels=1)
@@ -101,13 +115,18 @@ def main() -> None:
     results["raw pixels"] = {"linear": linear_probe(px_tr, tr.labels, px_ev, ev.labels),
                              "knn": knn_probe(px_tr, tr.labels, px_ev, ev.labels)}
     pretrain("simclr", [str(train)], out / "random-init", max_steps=1, progress=False,
-             overrides=common + ["train.lr=1e-12"])
+             overrides=method_overrides("simclr", common) + ["train.lr=1e-12"])
     results["random init"] = {p: evaluate(out / "random-init", p, [str(train)], [str(held)])["eval"]["accuracy"]
                               for p in ("linear", "knn")}
     print(json.dumps(results), flush=True)
     n_train = len(tr.images) - int(np.ceil(0.1 * len(tr.images)))  # the recipe's 10% held-out split
     for method in args.methods.split(","):
-        overrides = common + PER_METHOD.get(method, [])
+        overrides = method_overrides(method, common)
+        if own_backbone(method):
+            pretrain(method, [str(train)], out / f"{method}-untrained", max_steps=1, progress=False,
+                     overrides=overrides + ["train.lr=1e-12"])
+            results[f"{method} untrained"] = {p: evaluate(out / f"{method}-untrained", p, [str(train)], [str(held)])
+                                              ["eval"]["accuracy"] for p in ("linear", "knn")}
         run = out / method
         started = time.perf_counter()
         m = pretrain(method, [str(train)], run, max_steps=args.steps, progress=False, overrides=overrides)

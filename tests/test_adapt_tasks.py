@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from adapt_data import write_conll, write_squad
 from adapt_tok import hand_tokenizer
 from selfsup.adapt.finetune import FinetuneConfig, encode

@@ -37,7 +37,8 @@ def test_albert_factorized_embeddings_and_shared_layers(tokenizer):
 
 @pytest.mark.parametrize("kind, head, auto", [
     ("bert", "pretraining", "AutoModelForMaskedLM"), ("albert", "pretraining", "AutoModelForMaskedLM"),
-    ("roberta", "masked-lm", "AutoModelForMaskedLM"), ("gpt2", "causal-lm", "AutoModelForCausalLM"),
+    ("roberta", "masked-lm", "AutoModelForMaskedLM"), ("roformer", "masked-lm", "AutoModelForMaskedLM"),
+    ("gpt2", "causal-lm", "AutoModelForCausalLM"),
     ("bart", "seq2seq-lm", "AutoModelForSeq2SeqLM"),
 ])
 def test_every_family_exports_to_plain_transformers(tmp_path, tokenizer, kind, head, auto):
@@ -59,8 +60,9 @@ def test_every_family_exports_to_plain_transformers(tmp_path, tokenizer, kind, h
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_masked_positions_only_head_equals_full_logits(tokenizer):
-    cfg = TextBackbone.Config(type="bert", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+@pytest.mark.parametrize("kind", ["bert", "albert", "roberta", "roformer"])
+def test_masked_positions_only_head_equals_full_logits(tokenizer, kind):
+    cfg = TextBackbone.Config(type=kind, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                               max_length=32, dropout=0.0)
     model = build_text_model(cfg, "masked-lm", tokenizer).eval()
     encoder, head = masked_lm_parts(model)

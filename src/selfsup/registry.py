@@ -17,16 +17,19 @@ _OBJECTIVE_MODULES = {
     "clm": "selfsup.objectives.clm",
     "denoising": "selfsup.objectives.denoising",
     **{name: f"selfsup.objectives.{name}" for name in (
-        "rotation", "context", "simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "deepcluster")},
+        "rotation", "context", "simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "deepcluster",
+        "igpt")},
 }
 _BACKBONE_MODULES = {
     "bert": "selfsup.backbones.text",
     "albert": "selfsup.backbones.text",
     "roberta": "selfsup.backbones.text",
+    "roformer": "selfsup.backbones.text",
     "gpt2": "selfsup.backbones.text",
     "bart": "selfsup.backbones.text",
     "resnet": "selfsup.backbones.vision",
     "vit": "selfsup.backbones.vision",
+    "igpt": "selfsup.backbones.igpt",
 }
 OBJECTIVES: dict[str, type] = {}
 BACKBONES: dict[str, type] = {}

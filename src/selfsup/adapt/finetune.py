@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -94,7 +93,8 @@ def encode(kind: str, tokenizer, examples: Sequence, labels: list[str] | None, m
     feats: list[dict] = []
     if kind == "token-classification":
         texts, spans = zip(*(join_words(s.words) for s in examples))
-        enc = tokenizer(list(texts), truncation=True, max_length=max_length, return_offsets_mapping=True)
+        enc = tokenizer(list(texts), truncation=True, max_length=max_length, return_offsets_mapping=True,
+                        return_token_type_ids=keep_types)
         for i, s in enumerate(examples):
             wids = token_word_ids(enc["offset_mapping"][i], enc.sequence_ids(i), spans[i])
             tag_ids = [label2id[t] for t in s.tags] if s.tags is not None and label2id else None
@@ -108,7 +108,7 @@ def encode(kind: str, tokenizer, examples: Sequence, labels: list[str] | None, m
         return feats
     texts = [e.text for e in examples]
     pairs = [e.pair for e in examples] if kind == "pair-classification" else None
-    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, return_token_type_ids=keep_types)
     for i, e in enumerate(examples):
         f = {"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "example": i}
         if keep_types and "token_type_ids" in enc:
@@ -220,7 +220,7 @@ def run_eval(model, feats: Sequence[dict], examples: Sequence, kind: str, labels
                     if ex.tags is not None:
                         gold_tags.append(ex.tags)
                     if predictions is not None:
-                        conf = [float(p[j].max()) if j is not None else None for j in f["first_piece"]]
+                        conf = [round(float(p[j].max()), 6) if j is not None else None for j in f["first_piece"]]
                         predictions.append({"words": ex.words, "tags": tags, "probabilities": conf})
                 if labeled:
                     metric.update(pred_tags, gold_tags)
@@ -457,7 +457,6 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
                        overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A fine-tuned model (from `selfsup finetune`) on a labeled file -> metrics (written to `out`, a JSON
     file path or a folder that gets `metrics.json`)."""
-    from selfsup.adapt.heads import load_finetuned
     from selfsup.adapt.tasks import check_labels, read_task
     from selfsup.fileio import atomic_write_json
 
@@ -529,7 +528,7 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
 def _stdin_examples(stream, kind: str, columns: Columns, size: int) -> Iterator[list]:
     import json
 
-    from selfsup.adapt.tasks import QAExample, TaggedSentence, TextExample, _qa_example, _text
+    from selfsup.adapt.tasks import TaggedSentence, TextExample, _qa_example, _text
 
     chunk: list = []
     for lineno, line in enumerate(stream, 1):

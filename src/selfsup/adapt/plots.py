@@ -73,3 +73,38 @@ def plot_similarity(matrix, labels: Sequence[str], path: str | Path, title: str 
     path = Path(path)
     atomic_write_bytes(path, _figure_bytes(fig))
     return path
+
+
+def plot_suite(curves: Mapping[str, Mapping[str, Sequence[dict]]], metrics: Mapping[str, str], path: str | Path,
+               title: str = "") -> Path:
+    """One row per task: loss per epoch (train solid, eval dashed) and the task's metric per epoch, one
+    colour per model x init (e.g. pretrained vs scratch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    tasks = list(curves)
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.4 * len(tasks)), dpi=110, squeeze=False)
+    for (ax_loss, ax_metric), task in zip(axes, tasks):
+        metric = metrics[task]
+        for i, (name, rows) in enumerate(curves[task].items()):
+            color = f"C{i}"
+            epochs = [r["epoch"] for r in rows]
+            ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", color=color, label=f"{name} train", ms=3)
+            ax_loss.plot(epochs, [r.get("eval_loss") for r in rows], "--s", color=color, label=f"{name} eval",
+                         ms=3)
+            ax_metric.plot(epochs, [r.get(metric) for r in rows], "-o", color=color, label=name, ms=3)
+        ax_loss.set_title(f"{task}: loss")
+        ax_metric.set_title(f"{task}: eval {metric}")
+        for ax in (ax_loss, ax_metric):
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    atomic_write_bytes(path, _figure_bytes(fig))
+    return path

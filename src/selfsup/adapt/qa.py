@@ -24,7 +24,8 @@ def encode_qa(tokenizer, examples: Sequence, max_length: int, doc_stride: int, k
     try:
         enc = tokenizer([ex.question for ex in examples], [ex.context for ex in examples],
                         truncation="only_second", max_length=max_length, stride=doc_stride,
-                        return_overflowing_tokens=True, return_offsets_mapping=True)
+                        return_overflowing_tokens=True, return_offsets_mapping=True,
+                        return_token_type_ids=keep_types)
     except Exception as e:  # e.g. a question longer than max_length, or a stride too large for it
         raise SelfsupError(f"extractive-qa: cannot window the documents with max_length={max_length}, "
                            f"doc_stride={doc_stride} ({str(e).splitlines()[0][:160]})") from None

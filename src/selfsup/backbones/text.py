@@ -1,5 +1,5 @@
 """Text backbones from `transformers` configs: BERT, ALBERT (factorized embeddings, cross-layer sharing),
-RoBERTa, GPT-2 and BART, built at recipe size or loaded from any local HF checkpoint folder.
+RoBERTa, RoFormer (BERT with rotary position embeddings), GPT-2 and BART, built at recipe size or loaded from any local HF checkpoint folder.
 
 The model object *is* the HF model with the head the objective asks for (`masked-lm`, `pretraining`,
 `causal-lm`, `seq2seq-lm`), so `save_pretrained` output loads with plain `transformers.AutoModelFor*`.
@@ -19,6 +19,7 @@ _HEADS_BY_TYPE = {
     "bert": {"masked-lm": "BertForMaskedLM", "pretraining": "BertForPreTraining"},
     "albert": {"masked-lm": "AlbertForMaskedLM", "pretraining": "AlbertForPreTraining"},
     "roberta": {"masked-lm": "RobertaForMaskedLM"},
+    "roformer": {"masked-lm": "RoFormerForMaskedLM"},
     "gpt2": {"causal-lm": "GPT2LMHeadModel"},
     "bart": {"seq2seq-lm": "BartForConditionalGeneration"},
 }
@@ -26,13 +27,13 @@ _AUTO_BY_HEAD = {"masked-lm": "AutoModelForMaskedLM", "pretraining": "AutoModelF
                  "causal-lm": "AutoModelForCausalLM", "seq2seq-lm": "AutoModelForSeq2SeqLM"}
 
 
-@register_backbone("bert", "albert", "roberta", "gpt2", "bart")
+@register_backbone("bert", "albert", "roberta", "roformer", "gpt2", "bart")
 class TextBackbone:
     modality = "text"
 
     @dataclasses.dataclass
     class Config:
-        type: Literal["bert", "albert", "roberta", "gpt2", "bart"] = "bert"
+        type: Literal["bert", "albert", "roberta", "roformer", "gpt2", "bart"] = "bert"
         hidden_size: int = bounded(128, gt=0)
         num_layers: int = bounded(2, gt=0, doc="encoder layers (and decoder layers for BART)")
         num_heads: int = bounded(2, gt=0)
@@ -55,12 +56,15 @@ def _hf_config(cfg: TextBackbone.Config, vocab_size: int, ids: dict):
     import transformers as tf
 
     common = dict(vocab_size=vocab_size, pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"])
-    if cfg.type in ("bert", "albert", "roberta"):
+    if cfg.type in ("bert", "albert", "roberta", "roformer"):
         kw = dict(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
                   num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
                   hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, **common)
         if cfg.type == "bert":
             return tf.BertConfig(max_position_embeddings=cfg.max_length, type_vocab_size=2, **kw)
+        if cfg.type == "roformer":  # BERT with rotary position embeddings (Su et al. 2021)
+            return tf.RoFormerConfig(max_position_embeddings=cfg.max_length, type_vocab_size=2,
+                                     embedding_size=cfg.hidden_size, **kw)
         if cfg.type == "roberta":  # RoBERTa offsets positions by padding_idx + 1
             return tf.RobertaConfig(max_position_embeddings=cfg.max_length + ids["pad"] + 2, type_vocab_size=1, **kw)
         share = True if cfg.share_layers is None else cfg.share_layers
@@ -108,7 +112,8 @@ def build_text_model(cfg: TextBackbone.Config, head: Head, tokenizer):
 def masked_lm_parts(model):
     """(encoder, prediction head) of an HF masked-LM, so logits can be computed at masked positions only;
     None for an architecture we do not know (then the full forward is used)."""
-    for enc_name, head_path in (("bert", "cls"), ("albert", "predictions"), ("roberta", "lm_head")):
+    for enc_name, head_path in (("bert", "cls"), ("albert", "predictions"), ("roberta", "lm_head"),
+                                ("roformer", "cls")):
         enc = getattr(model, enc_name, None)
         if enc is None:
             continue

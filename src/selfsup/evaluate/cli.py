@@ -3,11 +3,32 @@ image encoder, a linear or kNN probe, collapse diagnostics -> `metrics.json` (`e
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from selfsup.errors import SelfsupError
+
+# preprocessing.json's model_type -> "module:function(folder) -> (encoder, preprocessing)" for exports that
+# are not plain HF vision encoders; the encoder maps (B, C, S, S) images, scaled and normalized as the
+# preprocessing says, to (B, D) features. Anything else loads with backbones.vision.load_vision_encoder.
+ENCODER_LOADERS = {"igpt": "selfsup.backbones.igpt:load_igpt_encoder"}
+
+
+def load_encoder(model: str | Path) -> tuple[Any, dict]:
+    """The feature encoder and preprocessing of an exported image model (a run folder or its `model/`)."""
+    from selfsup.backbones.vision import PREPROCESSING, load_vision_encoder
+
+    folder = Path(model)
+    folder = folder / "model" if (folder / "model" / PREPROCESSING).is_file() else folder
+    kind = json.loads((folder / PREPROCESSING).read_text()).get("model_type") \
+        if (folder / PREPROCESSING).is_file() else None
+    if kind in ENCODER_LOADERS:
+        module, _, function = ENCODER_LOADERS[kind].partition(":")
+        return getattr(importlib.import_module(module), function)(folder)
+    return load_vision_encoder(model)
 
 
 def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[str], out: str | Path | None = None,
@@ -15,7 +36,6 @@ def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[st
     """Probe the encoder in `model` (a run folder or its `model/`); writes and returns metrics.json's dict."""
     import torch
 
-    from selfsup.backbones.vision import load_vision_encoder
     from selfsup.data.images import ImageDataConfig, load_images
     from selfsup.evaluate.diagnostics import diagnose
     from selfsup.evaluate.probes import encoder_features, run_probe
@@ -28,7 +48,7 @@ def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[st
     model = Path(model)
     if not model.is_dir():
         raise SelfsupError(f"{model}: no such model folder")
-    encoder, prep = load_vision_encoder(model)
+    encoder, prep = load_encoder(model)
     cfg = ImageDataConfig(image_size=int(prep["image_size"]), channels=int(prep["channels"]), holdout_fraction=0.0)
     started = time.perf_counter()
     tr, ev = load_images(list(train), cfg), load_images(list(eval_data), cfg)

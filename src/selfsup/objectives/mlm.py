@@ -50,10 +50,12 @@ class MaskedLanguageModeling(TextObjective):
     @classmethod
     def check_recipe(cls, recipe) -> None:
         super().check_recipe(recipe)
-        if recipe.model.type not in ("bert", "albert", "roberta"):
-            raise SelfsupError(f"model.type: mlm needs an encoder (bert, albert, roberta), got {recipe.model.type!r}")
-        if recipe.objective.sentence_task != "none" and recipe.model.type == "roberta":
-            raise SelfsupError("objective.sentence_task: roberta has no sentence-pair head; use bert or albert")
+        if recipe.model.type not in ("bert", "albert", "roberta", "roformer"):
+            raise SelfsupError(f"model.type: mlm needs an encoder (bert, albert, roberta, roformer), "
+                               f"got {recipe.model.type!r}")
+        if recipe.objective.sentence_task != "none" and recipe.model.type in ("roberta", "roformer"):
+            raise SelfsupError(f"objective.sentence_task: {recipe.model.type} has no sentence-pair head; "
+                               "use bert or albert")
 
     def __init__(self, recipe, prepared):
         super().__init__(recipe, prepared)

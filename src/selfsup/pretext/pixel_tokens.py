@@ -25,22 +25,22 @@ def fit_palette(images: np.ndarray, clusters: int, seed: int = 0, max_pixels: in
     rng = np.random.default_rng([seed, 3571])
     if len(pixels) > max_pixels:
         pixels = pixels[rng.choice(len(pixels), max_pixels, replace=False)]
-    distinct = np.unique(pixels, axis=0)
+    distinct, counts = np.unique(pixels, axis=0, return_counts=True)
     if len(distinct) <= clusters:
         palette = distinct.astype(np.float32)
-    else:
+    else:  # k-means over the distinct colours weighted by their counts: the same objective, fewer points
         from sklearn.cluster import KMeans
 
-        km = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit(pixels.astype(np.float32))
-        palette = km.cluster_centers_.astype(np.float32)
+        km = KMeans(n_clusters=clusters, n_init=3, random_state=seed)
+        palette = km.fit(distinct.astype(np.float32), sample_weight=counts).cluster_centers_.astype(np.float32)
     order = np.lexsort((*palette.T[::-1], palette.sum(1)))  # brightness, then channel by channel
     return np.ascontiguousarray(palette[order])
 
 
-def nearest_colour(pixels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+def nearest_colour(pixels: torch.Tensor, palette: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(..., C) pixel values (0..255 floats) -> (...) id of the nearest palette colour."""
     flat = pixels.reshape(-1, pixels.shape[-1]).float()
-    pal = palette.to(flat.device, torch.float32)
+    pal = torch.as_tensor(palette).to(flat.device, torch.float32)
     d = (flat[:, None, :] - pal[None]).pow(2).sum(-1)  # exact squared distances, (P, K)
     return d.argmin(1).reshape(pixels.shape[:-1])
 
@@ -48,11 +48,13 @@ def nearest_colour(pixels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
 def images_to_tokens(images: np.ndarray | torch.Tensor, palette: np.ndarray | torch.Tensor,
                      chunk: int = 256) -> torch.Tensor:
     """(N, C, H, W) images (0..255) -> (N, H * W) long palette ids in raster order (row-major)."""
-    x = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images)
     pal = torch.as_tensor(palette)
-    out = [nearest_colour(x[i:i + chunk].permute(0, 2, 3, 1).float(), pal).flatten(1)
-           for i in range(0, len(x), chunk)]
-    return torch.cat(out) if out else torch.zeros((0, x.shape[2] * x.shape[3]), dtype=torch.long)
+    out = []
+    for i in range(0, len(images), chunk):  # numpy chunks are copied: a memory-mapped cache is read-only
+        x = images[i:i + chunk]
+        x = torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x
+        out.append(nearest_colour(x.permute(0, 2, 3, 1).float(), pal).flatten(1))
+    return torch.cat(out) if out else torch.zeros((0, images.shape[2] * images.shape[3]), dtype=torch.long)
 
 
 def tokens_to_images(tokens: np.ndarray | torch.Tensor, palette: np.ndarray | torch.Tensor,
