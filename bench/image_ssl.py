@@ -1,5 +1,6 @@
 """Image SSL benchmark: every method on scikit-learn's digits (real scanned handwriting), same backbone and
-step budget; linear and kNN probe accuracy on a held-out split against a random-init backbone and raw pixels;
+step budget (igpt: its own GPT-2 over pixel tokens, at 8x8, with an untrained copy as its own baseline);
+linear and kNN probe accuracy on a held-out split against a random-init backbone and raw pixels;
 time per epoch of `selfsup pretrain` against a bare PyTorch loop running the same objective (same batches,
 same AdamW + schedule, no Lightning) -> framework overhead as a ratio.
 
