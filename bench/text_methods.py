@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from selfsup import pretrain  # noqa: E402
 from selfsup.demo import embedded_corpus  # noqa: E402
 
-RECIPES = ["mlm", "mlm_wwm", "mlm_span", "bert_nsp", "albert_sop", "gpt", "bart", "mass"]
+RECIPES = ["mlm", "mlm_wwm", "mlm_span", "mlm_rope", "bert_nsp", "albert_sop", "gpt", "bart", "mass"]
 # the accuracy each objective reports on held-out data
 ACCURACY_KEYS = ["heldout_mlm_accuracy", "heldout_next_token_accuracy", "heldout_token_accuracy"]
 
@@ -30,12 +30,15 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="*", default=RECIPES)
     ap.add_argument("--steps", type=int, default=None, help="default: each recipe's own max_steps")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, repeatable")
+    ap.add_argument("--out", default="text_methods.json", help="file name under bench/results/")
     args = ap.parse_args()
     sources = embedded_corpus()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.recipes:
-            common = ["train.eval_every=100000", "train.checkpoint_every=100000", f"train.threads={args.threads}"]
+            common = ["train.eval_every=100000", "train.checkpoint_every=100000", f"train.threads={args.threads}",
+                      *args.set]
             untrained = pretrain(name, sources, Path(tmp) / f"{name}-0", max_steps=1, progress=False,
                                  overrides=common + ["train.lr=1e-12"])
             started = time.perf_counter()
@@ -61,7 +64,7 @@ def main() -> None:
               f"{r['heldout_perplexity']:.0f} | {acc} | {pair} | {r['throughput_per_s']:.0f} | {r['seconds']:.0f} s |")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "text_methods.json").write_text(json.dumps(rows, indent=2))
+    (out / args.out).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
