@@ -1,6 +1,6 @@
 """Fine-tuning behaviour on real text and hand-made tagging data: the model learns, --method linear trains
 only the head, --init scratch re-initializes, few-label subsets and seeds, the CLI verbs (finetune,
-evaluate-task, predict, benchmark, embed) and their outputs."""
+evaluate, predict, benchmark, embed) and their outputs."""
 from __future__ import annotations
 
 import json
@@ -113,7 +113,7 @@ def test_cli_finetune_evaluate_predict(bert, tags, tmp_path):
     again = run_cli("finetune", "--model", str(bert), "--task", "token-classification", "--train", str(train),
                     "--eval", str(ev), "--out", str(out), "--max-steps", "2")
     assert again.returncode == 2 and "already exists" in again.stderr and len(again.stderr.splitlines()) == 1
-    assert main(["evaluate-task", "--model", str(out), "--eval", str(ev), "--out", str(tmp_path / "ev.json")]) == 0
+    assert main(["evaluate", "--model", str(out), "--eval", str(ev), "--out", str(tmp_path / "ev.json")]) == 0
     saved = json.loads((out / "metrics.json").read_text())["eval"]
     assert json.loads((tmp_path / "ev.json").read_text())["eval"]["token_accuracy"] == saved["token_accuracy"]
     assert main(["predict", "--model", str(out), str(ev), "--out", str(tmp_path / "p.jsonl")]) == 0

@@ -1,4 +1,5 @@
-"""Verbs for downstream text tasks: `finetune`, `evaluate-task`, `predict`, `benchmark`, `embed`.
+"""Verbs for downstream text tasks: `finetune`, `predict`, `benchmark`, `embed` (the text side of `evaluate`
+lives here as `evaluate_text`, called by `selfsup.evaluate.cli`).
 
 Imports nothing heavy at module level (the CLI imports this module to build its parser)."""
 from __future__ import annotations
@@ -40,15 +41,20 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def evaluate_text(args: argparse.Namespace) -> int:
+    """`selfsup evaluate --model FINETUNED --eval FILE`: a fine-tuned text model's task metrics."""
     from selfsup.adapt.finetune import evaluate_finetuned
+    from selfsup.errors import SelfsupError
 
-    m = evaluate_finetuned(args.model, args.eval, args.out, text_column=args.text_column,
+    if len(args.eval) != 1:
+        raise SelfsupError("--eval: give one labeled file to evaluate a fine-tuned model on")
+    m = evaluate_finetuned(args.model, args.eval[0], args.out, text_column=args.text_column,
                            pair_column=args.pair_column, label_column=args.label_column,
                            batch_size=args.batch_size, overrides=args.set)
     print(f"eval: {_fmt(m['eval'])}")
     if args.out:
-        print(f"wrote {args.out if args.out.endswith('.json') else args.out + '/metrics.json'}")
+        out = str(args.out)
+        print(f"wrote {out if out.endswith('.json') else out + '/metrics.json'}")
     return 0
 
 
@@ -140,16 +146,6 @@ def add_parser(sub) -> None:
                          "warmup_ratio, weight_decay, schedule, dropout, threads, device, doc_stride, ...)")
     ft.add_argument("--no-progress", action="store_true", help="no per-epoch lines")
     ft.set_defaults(func=_finetune)
-
-    ev = sub.add_parser("evaluate-task", help="evaluate a fine-tuned text model on a labeled file",
-                        description="Metrics of a model made by `selfsup finetune` on a labeled file.")
-    ev.add_argument("--model", required=True, metavar="DIR", help="a finetune --out folder (or its model/)")
-    ev.add_argument("--eval", required=True, metavar="FILE")
-    ev.add_argument("--out", metavar="PATH", help="metrics JSON file, or a folder for metrics.json")
-    _columns(ev)
-    ev.add_argument("--batch-size", type=int, default=64, metavar="N")
-    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ev.set_defaults(func=_evaluate)
 
     pr = sub.add_parser("predict", help="predictions of a fine-tuned text model (JSONL with probabilities)",
                         description="Predict for INPUT (a file, or - for stdin: JSON lines or plain text lines).")

@@ -1,5 +1,10 @@
-"""`selfsup evaluate --model DIR --probe linear|knn --train DATA --eval DATA`: frozen features of an exported
-image encoder, a linear or kNN probe, collapse diagnostics -> `metrics.json` (`eval.accuracy`)."""
+"""`selfsup evaluate`, two uses of one verb:
+
+* `--model RUN --probe linear|knn --train DATA --eval DATA`: frozen features of an exported image encoder, a
+  linear or kNN probe, collapse diagnostics -> `metrics.json` (`eval.accuracy`);
+* `--model FINETUNED --eval FILE`: a model made by `selfsup finetune` on a labeled file -> its task metrics
+  (`selfsup.adapt.cli.evaluate_text`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -76,6 +81,12 @@ def output_dir(model: str | Path, probe: str, out: str | Path | None) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.probe is None:
+        from selfsup.adapt.cli import evaluate_text
+
+        return evaluate_text(args)
+    if not args.train:
+        raise SelfsupError("--train: a probe needs labelled data to fit on")
     if args.threads:
         import torch
 
@@ -91,16 +102,23 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="probe a pretrained image encoder (linear or kNN on frozen features)",
-                       description="Fit a linear (logistic regression) or cosine-kNN probe on the frozen features "
-                                   "of an exported image encoder; writes metrics.json with eval.accuracy.")
-    p.add_argument("--model", required=True, metavar="DIR", help="a pretrain run folder or its model/ folder")
-    p.add_argument("--probe", required=True, choices=["linear", "knn"])
-    p.add_argument("--train", action="append", required=True, metavar="DATA",
+    p = sub.add_parser("evaluate", help="evaluate a model: a probe on frozen features, or a fine-tuned model's task",
+                       description="With --probe: fit a linear (logistic regression) or cosine-kNN probe on the "
+                                   "frozen features of an exported encoder (metrics.json with eval.accuracy). "
+                                   "Without: the task metrics of a model made by `selfsup finetune` on --eval.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a pretrain/finetune run folder or its model/")
+    p.add_argument("--probe", choices=["linear", "knn"], help="probe frozen features (image encoders)")
+    p.add_argument("--train", action="append", metavar="DATA",
                    help="labelled images to fit the probe on (folder, .npz, IDX, hf:NAME, sklearn:digits)")
-    p.add_argument("--eval", action="append", required=True, metavar="DATA", help="labelled images to score")
-    p.add_argument("--out", metavar="DIR", help="where metrics.json goes (default: RUN/eval-PROBE)")
+    p.add_argument("--eval", action="append", required=True, metavar="DATA", help="labelled data to score")
+    p.add_argument("--out", metavar="DIR", help="where metrics.json goes (default: RUN/eval-PROBE for probes)")
     p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
     p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    text = p.add_argument_group("fine-tuned text models (no --probe)")
+    text.add_argument("--text-column", metavar="C")
+    text.add_argument("--pair-column", metavar="C")
+    text.add_argument("--label-column", metavar="C")
+    text.add_argument("--batch-size", type=int, default=64, metavar="N")
+    text.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_run)
