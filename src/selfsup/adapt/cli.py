@@ -9,7 +9,7 @@ import json
 import sys
 
 KINDS = ("sequence-classification", "sequence-regression", "pair-classification", "token-classification",
-         "extractive-qa")
+         "extractive-qa", "image-classification")
 
 
 def _columns(p: argparse.ArgumentParser, label: bool = True) -> None:

@@ -393,6 +393,13 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     subset re-drawn per seed) and `metrics.json` reports the mean and standard deviation of each metric."""
     import numpy as np
 
+    from selfsup.adapt import image_task
+
+    if image_task.handles(task, model):  # image-classification, or an image encoder given a text task
+        return image_task.finetune_image(
+            model, task, train, eval, out, method=method, init=init, text_column=text_column,
+            pair_column=pair_column, label_column=label_column, epochs=epochs, max_steps=max_steps, seed=seed,
+            overrides=overrides, train_fraction=train_fraction, shots=shots, seeds=seeds, progress=progress)
     from selfsup.adapt.heads import resolve_checkpoint
     from selfsup.adapt.tasks import subsample
     from selfsup.fileio import atomic_dir, atomic_write_json
