@@ -13,6 +13,7 @@ and knows how to turn raw examples into batches:
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Any, Sequence
@@ -43,7 +44,7 @@ class Prepared:
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class Objective(torch.nn.Module):
+class Objective(torch.nn.Module, abc.ABC):
     name: str = ""
     modality: str = ""
     default_backbone: str = ""
@@ -61,19 +62,22 @@ class Objective(torch.nn.Module):
         self.prepared = prepared
 
     @classmethod
+    @abc.abstractmethod
     def data_config_class(cls) -> type:
-        raise NotImplementedError(f"{cls.__name__} must say which data config it reads")
+        """The dataclass that validates the recipe's `data:` section."""
 
     @classmethod
     def check_recipe(cls, recipe) -> None:
         """Cross-section checks (e.g. block size vs. position embeddings); raise SelfsupError."""
 
     @classmethod
+    @abc.abstractmethod
     def prepare(cls, recipe, sources: list[str]) -> Prepared:
-        raise NotImplementedError(f"{cls.__name__} must say how to read data")
+        """Read, validate and cache the data; return the training and held-out examples."""
 
+    @abc.abstractmethod
     def make_batch(self, examples: list[Any], rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} must collate batches")
+        """Draw each example's pretext noise from its generator and collate tensors."""
 
     def heldout_summary(self, heldout: dict[str, float]) -> dict[str, float]:
         """Extra held-out numbers derived from the held-out means (perplexity for language models)."""
@@ -86,5 +90,6 @@ class Objective(torch.nn.Module):
         """Extra Lightning callbacks this objective wants (e.g. an online linear probe)."""
         return []
 
+    @abc.abstractmethod
     def export(self, folder) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must export its model")
+        """Write the model in Hugging Face format into `folder`."""

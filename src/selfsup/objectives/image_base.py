@@ -7,6 +7,7 @@ generator seeded by the batch content, so the held-out loss is the same for ever
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import dataclasses
 from typing import Any, Iterator
@@ -134,5 +135,6 @@ class TwoViewObjective(ImageObjective):
         loss, metrics = self.pair_loss(z1, z2)
         return {"loss": loss, **metrics, "n_images": batch["n_images"]}
 
+    @abc.abstractmethod
     def pair_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raise NotImplementedError
+        """The method's loss between the two views' embeddings, and its metrics."""
