@@ -35,7 +35,9 @@ def _finetune(args: argparse.Namespace) -> int:
                  progress=not args.no_progress)
     shown = m.get("eval_mean_std") or {k: v for k, v in m["eval"].items() if k != "examples"}
     print(f"eval: {_fmt(shown) if 'eval_mean_std' not in m else ', '.join(f'{k}={v}' for k, v in shown.items())}")
-    print(f"trainable parameters {m['trainable_parameters']:,} of {m['total_parameters']:,}")
+    print(f"trainable parameters {m['trainable_parameters']:,} of {m['total_parameters']:,}"
+          + (f" ({m['trainable_percent']:.2f}% of the backbone; artifact {m['artifact_bytes']:,} bytes)"
+             if m.get("artifact_bytes") else ""))
     print(f"wrote {args.out}/metrics.json" + (f", {args.out}/model (Hugging Face format)" if args.seeds == 1
                                                else f", {args.out}/seed-*/model"))
     return 0
@@ -128,8 +130,10 @@ def add_parser(sub) -> None:
                     "(QA) or hf:NAME[:CONFIG][@SPLIT]")
     ft.add_argument("--eval", required=True, metavar="FILE")
     ft.add_argument("--out", required=True, metavar="DIR", help="new folder: model/, metrics.json, curves.png")
-    ft.add_argument("--method", choices=("full", "linear"), default="full",
-                    help="full: train everything; linear: freeze the backbone, train the head")
+    ft.add_argument("--method", choices=("full", "linear", "lora", "adapter", "prefix", "soft-prompt"),
+                    default="full", help="full: train everything; linear: freeze the backbone, train the head; "
+                    "lora | adapter (Houlsby) | prefix | soft-prompt: parameter-efficient, saves only the small "
+                    "task artifact (--set lora_r=, lora_alpha=, lora_dropout=, adapter_size=, num_virtual_tokens=)")
     ft.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained",
                     help="scratch: the same architecture, randomly initialized")
     _columns(ft)

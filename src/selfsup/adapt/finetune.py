@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
 from selfsup.adapt import TASK_KINDS
+from selfsup.adapt.peft_methods import EFFICIENT_METHODS
 from selfsup.adapt.tasks import IGNORE, Columns, columns_for
 from selfsup.config import bounded, from_dict, to_dict
 from selfsup.errors import SelfsupError, TrainingDiverged
@@ -43,6 +44,13 @@ class FinetuneConfig:
     doc_stride: int = bounded(64, ge=0, doc="extractive-qa: tokens shared by consecutive windows")
     max_answer_length: int = bounded(30, ge=1, doc="extractive-qa: longest answer in tokens")
     n_best: int = bounded(20, ge=1, doc="extractive-qa: top starts x top ends searched per window")
+    lora_r: int = bounded(8, ge=1, doc="--method lora: rank")
+    lora_alpha: float = bounded(16, gt=0, doc="--method lora: scale alpha (updates scaled by alpha / r)")
+    lora_dropout: float = bounded(0.0, ge=0, lt=1, doc="--method lora: dropout on the LoRA input")
+    lora_targets: list[str] | None = dataclasses.field(
+        default=None, metadata={"doc": "--method lora: module names (default: the attention query/value)"})
+    num_virtual_tokens: int = bounded(10, ge=1, doc="--method prefix|soft-prompt: virtual tokens")
+    adapter_size: int = bounded(64, ge=1, doc="--method adapter: bottleneck width")
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda") and self.device != "mps":
@@ -293,16 +301,23 @@ def _train_one(source: Path, data, cfg: FinetuneConfig, *, method: str, init: st
     model, head = build_model(source, data.kind, data.labels, tok, init=init, seed=seed, dropout=cfg.dropout)
     if method == "linear":
         freeze_backbone(model, head)
+    backbone = None
+    if method in EFFICIENT_METHODS:
+        from selfsup.adapt.peft_methods import wrap
+
+        model, backbone = wrap(model, method, head, data.kind, cfg, source)
     trainable, total = count_parameters(model)
     device = _device(cfg)
     model.to(device)
-    max_length = min(cfg.max_length, model_positions(model.config, tok))
+    from selfsup.adapt.peft_methods import DEFAULT_LR, reserved_positions, save_artifact
+
+    max_length = min(cfg.max_length, model_positions(model.config, tok) - reserved_positions(model))
     types = keep_token_types(model.config)
     train_feats = encode(data.kind, tok, train_examples, data.labels, max_length, types, cfg)
     eval_feats = encode(data.kind, tok, data.eval, data.labels, max_length, types, cfg)
     pad_id = tok.pad_token_id
 
-    lr = cfg.lr or (1e-3 if method == "linear" else 1e-4)
+    lr = cfg.lr or DEFAULT_LR.get(method) or (1e-3 if method == "linear" else 1e-4)
     per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
     total_steps = cfg.max_steps or cfg.epochs * per_epoch
     epochs = math.ceil(total_steps / per_epoch)
@@ -349,7 +364,7 @@ def _train_one(source: Path, data, cfg: FinetuneConfig, *, method: str, init: st
     seconds = time.perf_counter() - started
     final = {k: v for k, v in ev.items()}
     model.cpu()
-    model.save_pretrained(str(out / "model"), safe_serialization=True)
+    artifact_bytes = save_artifact(model, method, out / "model")  # peft / adapter methods: only the artifact
     tok.save_pretrained(str(out / "model"))
     save_task(out / "model", {"kind": data.kind, "labels": data.labels, "text_column": data.columns.text,
                               "pair_column": data.columns.pair, "label_column": data.columns.label,
@@ -358,7 +373,9 @@ def _train_one(source: Path, data, cfg: FinetuneConfig, *, method: str, init: st
                               "source_model": str(source), "init": init, "method": method})
     metrics = {"task": data.kind, "model": str(source), "init": init, "method": method, "seed": seed,
                "eval": final, "main_metric": MAIN_METRIC[data.kind], "trainable_parameters": trainable,
-               "total_parameters": total, "history": history, "steps": step, "epochs": epochs, "lr": lr,
+               "total_parameters": total, "backbone_parameters": backbone or total,
+               "trainable_percent": round(100 * trainable / (backbone or total), 4),
+               "artifact_bytes": artifact_bytes, "history": history, "steps": step, "epochs": epochs, "lr": lr,
                "train_examples": len(train_examples), "eval_examples": len(data.eval),
                "labels": data.labels, "train_seconds": round(seconds, 2)}
     from selfsup.fileio import atomic_write_json
@@ -405,8 +422,10 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     from selfsup.fileio import atomic_dir, atomic_write_json
 
     out = Path(out)
-    if method not in ("full", "linear"):
-        raise SelfsupError(f"--method: expected full or linear, got {method!r}")
+    if method not in ("full", "linear") + EFFICIENT_METHODS:
+        raise SelfsupError(f"--method: expected one of full, linear, {', '.join(EFFICIENT_METHODS)}, got {method!r}")
+    if method in EFFICIENT_METHODS and init != "pretrained":
+        raise SelfsupError(f"--method {method}: needs --init pretrained (the artifact loads onto the checkpoint)")
     if init not in ("pretrained", "scratch"):
         raise SelfsupError(f"--init: expected pretrained or scratch, got {init!r}")
     if seeds < 1:
@@ -419,6 +438,11 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     cfg = parse_overrides(overrides, base)
     _check_out(out)
     source = resolve_checkpoint(model)
+    if method in EFFICIENT_METHODS:  # an unsupported method/family/task is an error before any work
+        from selfsup.adapt.heads import _model_type
+        from selfsup.adapt.peft_methods import check_supported
+
+        check_supported(method, _model_type(source), task)
     columns = columns_for(task, text_column, pair_column, label_column)
     if train_fraction is not None and not 0 < train_fraction <= 1:
         raise SelfsupError(f"--train-fraction: must be in (0, 1], got {train_fraction}")
@@ -446,7 +470,8 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
             mean = {k: float(np.mean([r["eval"][k] for r in runs])) for k in keys}
             std = {k: float(np.std([r["eval"][k] for r in runs], ddof=1)) for k in keys}
             result = {key: runs[0][key] for key in ("task", "model", "init", "method", "main_metric",
-                                                     "trainable_parameters", "total_parameters", "labels",
+                                                     "trainable_parameters", "total_parameters", "trainable_percent",
+                                                     "artifact_bytes", "labels",
                                                      "train_examples", "eval_examples")}
             result.update({"seeds": [r["seed"] for r in runs], "eval": mean, "eval_std": std,
                            "eval_mean_std": {k: f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys},

@@ -169,6 +169,10 @@ def load_finetuned(model_dir: str | Path):
         raise SelfsupError(f"{model_dir}: not a fine-tuned model (no {TASK_FILE}; make one with `selfsup finetune`)")
     info = json.loads((p / TASK_FILE).read_text())
     tok = load_tokenizer(p)
+    from selfsup.adapt.peft_methods import EFFICIENT_METHODS, load_artifact
+
+    if info.get("method") in EFFICIENT_METHODS:  # a small task artifact: its backbone + the artifact
+        return load_artifact(p, info, tok), tok, info
     auto = _auto_class(info["kind"], _model_type(p))
     try:
         model = auto.from_pretrained(str(p))

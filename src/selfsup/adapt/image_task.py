@@ -81,6 +81,7 @@ def load_encoder(model: str | Path, init: str, seed: int):
     """(VisionEncoder, preprocessing, export folder); `init="scratch"` rebuilds the architecture, seeded."""
     import torch
 
+    from selfsup.adapt.heads import quiet_transformers
     from selfsup.backbones.vision import VisionEncoder, load_vision_encoder
 
     folder = _export_folder(model)
@@ -94,7 +95,10 @@ def load_encoder(model: str | Path, init: str, seed: int):
     if kind not in SUPPORTED:
         raise SelfsupError(f"{folder}: --task {IMAGE_TASK} fine-tunes resnet and vit encoders, not {kind!r} "
                            f"(probe its frozen features with `selfsup evaluate --probe linear`)")
+    quiet_transformers()
     encoder, prep = load_vision_encoder(folder)
+    if kind == "vit":  # AutoModel adds ViT's pooler (absent from the export, never used by the pooled features)
+        encoder.model.pooler = None
     if init == "scratch":
         hf = encoder.model
         kwargs = {"add_pooling_layer": False} if getattr(hf, "pooler", "x") is None else {}
