@@ -341,15 +341,7 @@ def _train_one(source: Path, data, cfg: FinetuneConfig, *, method: str, init: st
             batch = collate(chunk, pad_id, device)
             with _autocast(device):
                 loss = model(**batch).loss
-            if not torch.isfinite(loss.detach()):
-                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; stopped (lower lr with "
-                                       f"--set lr=...)")
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable_params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            update(loss, trainable_params, opt, sched, cfg.grad_clip, step)
             step += 1
             loss_sum += loss.item() * len(chunk)
             n_seen += len(chunk)
@@ -397,6 +389,20 @@ def _resolve_threads(cfg: FinetuneConfig) -> None:
         import torch
 
         torch.set_num_threads(cfg.threads)
+
+
+def update(loss, params, opt, sched, grad_clip: float, step: int) -> None:
+    """One fine-tuning update: NaN/inf guard, backward, gradient clipping, optimizer and schedule step."""
+    import torch
+
+    if not torch.isfinite(loss.detach()):
+        raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; stopped (lower lr with --set lr=...)")
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Path, *, method: str = "full",

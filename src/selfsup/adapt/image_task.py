@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from selfsup.config import bounded, from_dict, to_dict
-from selfsup.errors import SelfsupError, TrainingDiverged
+from selfsup.errors import SelfsupError
 
 IMAGE_TASK = "image-classification"
 HEAD_WEIGHTS = "head.safetensors"
@@ -221,7 +221,7 @@ def _train_one(folder: Path, data: _ImageData, cfg, opts: ImageOptions, *, metho
     import numpy as np
     import torch
 
-    from selfsup.adapt.finetune import _autocast, _device
+    from selfsup.adapt.finetune import _autocast, _device, update
     from selfsup.adapt.heads import count_parameters
     from selfsup.engine.module import lr_lambda, param_groups
 
@@ -268,15 +268,7 @@ def _train_one(folder: Path, data: _ImageData, cfg, opts: ImageOptions, *, metho
             with _autocast(device):
                 logits = model(_normalize(x, prep)).float()
                 loss = torch.nn.functional.cross_entropy(logits, target)
-            if not torch.isfinite(loss.detach()):
-                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; stopped (lower lr with "
-                                       f"--set lr=...)")
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            update(loss, params, opt, sched, cfg.grad_clip, step)
             step += 1
             loss_sum += loss.item() * len(pick)
             correct += int((logits.argmax(-1) == target).sum())

@@ -17,7 +17,6 @@ import torch
 
 from selfsup.backbones.vision import build_vision_encoder
 from selfsup.data.images import ImageDataConfig, ImageExamples, ImageSet, load_images
-from selfsup.errors import SelfsupError
 from selfsup.objectives.base import Objective, Prepared, split_indices
 from selfsup.pretext.views import ViewConfig, simclr_pipeline
 
