@@ -38,19 +38,6 @@ def method_overrides(method: str, common: list[str]) -> list[str]:
     return common + ([] if own_backbone(method) else RESNET) + PER_METHOD.get(method, [])
 
 
-def split_digits(folder: Path) -> tuple[Path, Path]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    perm = np.random.default_rng(0).permutation(len(d.target))
-    paths = []
-    for name, idx in (("train", perm[:1200]), ("eval", perm[1200:])):
-        p = folder / f"digits-{name}.npz"
-        np.savez(p, x=np.rint(d.images[idx] * 255 / 16).astype(np.uint8), y=d.target[idx])
-        paths.append(p)
-    return paths[0], paths[1]
-
-
 def bare_loop_images_per_s(method: str, overrides: list[str], data: Path, steps: int) -> float:
     """The same objective trained by a hand-written loop: make_batch -> forward -> backward -> AdamW step."""
     from selfsup.engine.module import lr_lambda, param_groups
@@ -99,14 +86,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from selfsup import pretrain
-    from selfsup.data.images import ImageDataConfig, load_images
+    from selfsup.data.images import ImageDataConfig, digits_split, load_images
     from selfsup.evaluate.cli import evaluate
     from selfsup.evaluate.probes import knn_probe, linear_probe, pixel_features
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    train, held = split_digits(out)
+    train, held = digits_split(out)
     common = [f"data.image_size={args.image_size}", "train.batch_size=64", f"train.threads={args.threads}",
               "train.warmup_steps=10", "train.eval_every=100000", "train.checkpoint_every=100000", "train.log_every=5"]
     results: dict[str, dict] = {}

@@ -35,6 +35,14 @@ def persuasion(austen_dir) -> Path:
     return austen_dir / "persuasion.txt"
 
 
+@pytest.fixture(scope="session")
+def digits_split(tmp_path_factory) -> tuple[Path, Path]:
+    """scikit-learn's digits as two labelled .npz files (1,200 to train and fit probes on, 597 to score)."""
+    from selfsup.data.images import digits_split as split
+
+    return split(tmp_path_factory.mktemp("digits"))
+
+
 def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m selfsup ARGS` in a fresh process (as a user would)."""
     full_env = {**os.environ, **(env or {})}

@@ -26,19 +26,6 @@ def digits_images() -> np.ndarray:
     return np.rint(load_digits().images * 255 / 16).astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def digits_split(tmp_path_factory):
-    """The digits as two labelled .npz files (1,200 to pretrain on and fit probes on, 597 to score)."""
-    from sklearn.datasets import load_digits
-
-    folder = tmp_path_factory.mktemp("digits")
-    d = load_digits()
-    perm = np.random.default_rng(0).permutation(len(d.target))
-    for name, idx in (("train", perm[:1200]), ("eval", perm[1200:])):
-        np.savez(folder / f"{name}.npz", x=np.rint(d.images[idx] * 255 / 16).astype(np.uint8), y=d.target[idx])
-    return folder / "train.npz", folder / "eval.npz"
-
-
 def test_palette_maps_every_pixel_to_its_nearest_centroid_and_round_trips():
     images = digits_images()[:400]
     palette = fit_palette(images, 6, seed=0)  # 17 grey levels -> 6 k-means centroids

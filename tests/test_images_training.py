@@ -32,19 +32,6 @@ METHODS = {
 }
 
 
-@pytest.fixture(scope="module")
-def digits_split(tmp_path_factory):
-    """The digits as two labelled .npz files (1,200 to fit probes on, 597 to score)."""
-    from sklearn.datasets import load_digits
-
-    folder = tmp_path_factory.mktemp("digits")
-    d = load_digits()
-    perm = np.random.default_rng(0).permutation(len(d.target))
-    for name, idx in (("train", perm[:1200]), ("eval", perm[1200:])):
-        np.savez(folder / f"{name}.npz", x=np.rint(d.images[idx] * 255 / 16).astype(np.uint8), y=d.target[idx])
-    return folder / "train.npz", folder / "eval.npz"
-
-
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_short_run_lowers_the_loss_on_real_images(method, tmp_path):
     extra, steps, start, drop = METHODS[method]

@@ -355,3 +355,20 @@ def load_images(sources: list[str], cfg: ImageDataConfig) -> ImageSet:
     meta = json.loads((folder / "meta.json").read_text())
     return ImageSet(np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "labels.npy"),
                     meta["classes"], meta["mean"], meta["std"])
+
+
+def digits_split(folder: str | Path, n_train: int = 1200, seed: int = 0) -> tuple[Path, Path]:
+    """scikit-learn's digits as two labelled `.npz` files (a fixed seeded split): `digits-train.npz` with
+    `n_train` images and `digits-eval.npz` with the rest, pixels scaled from 0..16 to 0..255."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    perm = np.random.default_rng(seed).permutation(len(d.target))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, idx in (("train", perm[:n_train]), ("eval", perm[n_train:])):
+        path = folder / f"digits-{name}.npz"
+        np.savez(path, x=np.rint(d.images[idx] * 255 / 16).astype(np.uint8), y=d.target[idx])
+        paths.append(path)
+    return paths[0], paths[1]

@@ -1,0 +1,25 @@
+"""`selfsup demo`, shortened: every section runs and writes its files; an unrelated folder is never replaced."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+
+
+def test_demo_runs_end_to_end_and_protects_other_folders(tmp_path):
+    out = tmp_path / "demo"
+    res = run_cli("demo", "--out", str(out), "--steps", "4", timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["steps"] == 4 and summary["cloze_words"] > 100
+    assert 0 <= summary["cloze_top5"] <= 1 and 0 <= summary["image_linear_probe_simclr"] <= 1
+    for name in ("pretrain/model/model.safetensors", "pretrain/loss_curve.png", "images/features_pca.png"):
+        assert (out / name).is_file(), name
+    assert "Cloze on held-out passages" in res.stdout
+    # a second demo replaces the first; a folder the demo did not make is refused
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    res = run_cli("demo", "--out", str(other), "--steps", "2")
+    assert res.returncode == 2 and "not a demo run" in res.stderr
+    assert (other / "keep.txt").read_text() == "mine"
