@@ -302,6 +302,7 @@ def _train_one(source: Path, data, cfg: FinetuneConfig, *, method: str, init: st
     if method == "linear":
         freeze_backbone(model, head)
     backbone = None
+    torch.manual_seed(seed)  # LoRA / adapter / prompt initialisation: reproducible for a given --seed
     if method in EFFICIENT_METHODS:
         from selfsup.adapt.peft_methods import wrap
 
