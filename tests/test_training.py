@@ -147,3 +147,18 @@ def test_two_process_ddp_matches_one_process(persuasion, tmp_path):
     wb = load_file(tmp_path / "two" / "model" / "model.safetensors")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)
+
+
+def test_gradient_accumulation_matches_one_big_batch(persuasion, tmp_path):
+    """2 micro-batches of 8 accumulated = one batch of 16 (same examples, same masks, no dropout)."""
+    from safetensors.torch import load_file
+
+    base = TINY + ["model.dropout=0", "train.threads=1"]
+    pretrain("mlm", [str(persuasion)], tmp_path / "one", max_steps=6, progress=False, overrides=base)
+    pretrain("mlm", [str(persuasion)], tmp_path / "acc", max_steps=6, progress=False,
+             overrides=base + ["train.accumulate=2"])
+    a = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "acc" / "model" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert torch.load(tmp_path / "acc" / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 6
