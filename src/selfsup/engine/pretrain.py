@@ -151,7 +151,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
         logger=CSVLogger(str(out), name="logs", version=f"attempt-{attempt}"),
         callbacks=[ckpt, *([TQDMProgressBar(refresh_rate=max(1, c.log_every // 2))] if progress else []),
                    *objective.callbacks(), *callbacks],
-        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=c.log_every,
+        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=min(c.log_every, c.max_steps),
         val_check_interval=c.eval_every * c.accumulate, check_val_every_n_epoch=None,
         limit_val_batches=c.eval_batches, num_sanity_val_steps=0, use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO()], default_root_dir=str(out))
