@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 from selfsup.adapt import TASK_KINDS
 from selfsup.adapt.peft_methods import EFFICIENT_METHODS
@@ -415,8 +415,6 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
 
     With `seeds > 1` the run repeats with seeds seed, seed+1, ... (each in `out/seed-S/`, the few-label
     subset re-drawn per seed) and `metrics.json` reports the mean and standard deviation of each metric."""
-    import numpy as np
-
     from selfsup.adapt import image_task
 
     if image_task.handles(task, model):  # image-classification, or an image encoder given a text task
@@ -426,7 +424,6 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
             overrides=overrides, train_fraction=train_fraction, shots=shots, seeds=seeds, progress=progress)
     from selfsup.adapt.heads import resolve_checkpoint
     from selfsup.adapt.tasks import subsample
-    from selfsup.fileio import atomic_dir, atomic_write_json
 
     out = Path(out)
     if method not in ("full", "linear") + EFFICIENT_METHODS:
@@ -459,33 +456,48 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     for s in range(seed, seed + seeds):  # a too-small class is an error before anything is written
         subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
     _resolve_threads(cfg)
+
+    def train_seed(s: int, folder: Path) -> dict[str, Any]:
+        subset = subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
+        return _train_one(source, data, cfg, method=method, init=init, seed=s, out=folder,
+                          train_examples=subset, progress=progress)
+
+    return over_seeds(out, seed, seeds, train_seed, to_dict(cfg),
+                      shared=("trainable_percent", "artifact_bytes"))
+
+
+def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], dict[str, Any]],
+               config: dict[str, Any], shared: Sequence[str] = ()) -> dict[str, Any]:
+    """Run `train_seed(s, folder)` for s = seed, seed+1, ... inside an atomically renamed `out` (one `seed-S/`
+    sub-folder each when there are several) and write `metrics.json`: the single run's metrics, or the mean
+    and standard deviation of every eval metric with the per-seed runs. `shared` names extra keys that are the
+    same for every seed and are copied from the first run."""
+    import numpy as np
+
+    from selfsup.fileio import atomic_dir, atomic_write_json
+
     if out.is_dir():
-        out.rmdir()  # empty (checked above): the finished run is renamed into its place
+        out.rmdir()  # empty (checked by the caller): the finished run is renamed into its place
     runs = []
     with atomic_dir(out) as tmp:
-        for i in range(seeds):
-            s = seed + i
-            subset = subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
+        for s in range(seed, seed + seeds):
             folder = tmp if seeds == 1 else tmp / f"seed-{s}"
             folder.mkdir(parents=True, exist_ok=True)
-            runs.append(_train_one(source, data, cfg, method=method, init=init, seed=s, out=folder,
-                                   train_examples=subset, progress=progress))
+            runs.append(train_seed(s, folder))
         if seeds == 1:
-            result = runs[0]
+            result = dict(runs[0])
         else:
             keys = [k for k, v in runs[0]["eval"].items() if isinstance(v, (int, float)) and k != "examples"]
             mean = {k: float(np.mean([r["eval"][k] for r in runs])) for k in keys}
             std = {k: float(np.std([r["eval"][k] for r in runs], ddof=1)) for k in keys}
             result = {key: runs[0][key] for key in ("task", "model", "init", "method", "main_metric",
-                                                     "trainable_parameters", "total_parameters", "trainable_percent",
-                                                     "artifact_bytes", "labels",
-                                                     "train_examples", "eval_examples")}
+                                                     "trainable_parameters", "total_parameters", "labels",
+                                                     "train_examples", "eval_examples", *shared)}
             result.update({"seeds": [r["seed"] for r in runs], "eval": mean, "eval_std": std,
                            "eval_mean_std": {k: f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys},
                            "runs": [{"seed": r["seed"], "folder": f"seed-{r['seed']}", "eval": r["eval"],
                                      "history": r["history"]} for r in runs]})
-        result = dict(result)
-        result["config"] = to_dict(cfg)
+        result["config"] = config
         atomic_write_json(tmp / "metrics.json", result)
     return result
 

@@ -340,11 +340,8 @@ def finetune_image(model: str | Path, task: str, train: str, eval: str, out: str
                    seed: int = 0, overrides: Sequence[str] = (), train_fraction: float | None = None,
                    shots: int | None = None, seeds: int = 1, progress: bool = False) -> dict[str, Any]:
     """`selfsup.adapt.finetune.finetune` for `task="image-classification"` (same arguments and outputs)."""
-    import numpy as np
-
-    from selfsup.adapt.finetune import _check_out, _resolve_threads
+    from selfsup.adapt.finetune import _check_out, _resolve_threads, over_seeds
     from selfsup.adapt.tasks import subsample
-    from selfsup.fileio import atomic_dir, atomic_write_json
 
     out = Path(out)
     if task != IMAGE_TASK:
@@ -374,29 +371,11 @@ def finetune_image(model: str | Path, task: str, train: str, eval: str, out: str
     for s in range(seed, seed + seeds):  # a too-small class is an error before anything is written
         subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
     _resolve_threads(cfg)
-    if out.is_dir():
-        out.rmdir()  # empty (checked above): the finished run is renamed into its place
-    runs = []
-    with atomic_dir(out) as tmp:
-        for s in range(seed, seed + seeds):
-            subset = subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
-            run_dir = tmp if seeds == 1 else tmp / f"seed-{s}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            runs.append(_train_one(folder, data, cfg, opts, method=method, init=init, seed=s, out=run_dir,
-                                   subset=subset, source=train, progress=progress))
-        if seeds == 1:
-            result = dict(runs[0])
-        else:
-            keys = [k for k, v in runs[0]["eval"].items() if isinstance(v, (int, float)) and k != "examples"]
-            mean = {k: float(np.mean([r["eval"][k] for r in runs])) for k in keys}
-            std = {k: float(np.std([r["eval"][k] for r in runs], ddof=1)) for k in keys}
-            result = {key: runs[0][key] for key in ("task", "model", "init", "method", "main_metric",
-                                                     "trainable_parameters", "total_parameters", "head_parameters",
-                                                     "labels", "train_examples", "eval_examples", "augment")}
-            result.update({"seeds": [r["seed"] for r in runs], "eval": mean, "eval_std": std,
-                           "eval_mean_std": {k: f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys},
-                           "runs": [{"seed": r["seed"], "folder": f"seed-{r['seed']}", "eval": r["eval"],
-                                     "history": r["history"]} for r in runs]})
-        result["config"] = {**to_dict(cfg), **to_dict(opts)}
-        atomic_write_json(tmp / "metrics.json", result)
-    return result
+
+    def train_seed(s: int, run_dir: Path) -> dict[str, Any]:
+        subset = subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
+        return _train_one(folder, data, cfg, opts, method=method, init=init, seed=s, out=run_dir,
+                          subset=subset, source=train, progress=progress)
+
+    return over_seeds(out, seed, seeds, train_seed, {**to_dict(cfg), **to_dict(opts)},
+                      shared=("head_parameters", "augment"))
