@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from selfsup.data.text import _inner_suffix
 from selfsup.errors import SelfsupError
 
 IGNORE = -100  # label of tokens that carry no loss (special tokens, non-first sub-word pieces, padding)
@@ -67,10 +68,6 @@ class QAExample:
 
 # ---------------------------------------------------------------------------------------------------- rows
 
-def _inner_suffix(path: Path) -> str:
-    return Path(path.stem).suffix if path.suffix in (".xz", ".gz") else path.suffix
-
-
 def _check_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_file():
@@ -78,23 +75,11 @@ def _check_file(path: str | Path) -> Path:
     return p
 
 
-def _hf_dataset(spec: str):
-    try:
-        import datasets
-    except ImportError:
-        raise SelfsupError(f"{spec}: Hugging Face data sets need `pip install datasets`") from None
-    body, _, split = spec[3:].partition("@")
-    name, _, config = body.partition(":")
-    try:
-        return datasets.load_dataset(name, config or None, split=split or "train")
-    except Exception as e:  # network, missing data set, bad config: one line
-        raise SelfsupError(f"{spec}: cannot load data set ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
-            from None
-
-
 def _hf_rows(spec: str) -> Iterator[tuple[str, dict]]:
     """Rows of an HF data set, ClassLabel ids turned into their names (so labels read like a CSV's)."""
-    ds = _hf_dataset(spec)
+    from selfsup.data.hub import hub_rows, load_hub
+
+    ds = load_hub(spec, streaming=False)
     names: dict[str, Any] = {}
     for col, feat in ds.features.items():
         if hasattr(feat, "names"):
@@ -102,14 +87,13 @@ def _hf_rows(spec: str) -> Iterator[tuple[str, dict]]:
         inner = getattr(feat, "feature", None)
         if inner is not None and hasattr(inner, "names"):
             names[col] = ("seq", inner.names)
-    for i, row in enumerate(ds):
-        row = dict(row)
+    for where, row in hub_rows(spec, ds):
         for col, n in names.items():
             if isinstance(n, tuple):
                 row[col] = [n[1][v] for v in row[col]]
             elif isinstance(row.get(col), int) and row[col] >= 0:
                 row[col] = n[row[col]]
-        yield f"{spec} row {i}", row
+        yield where, row
 
 
 def iter_rows(source: str) -> Iterator[tuple[str, dict]]:
@@ -117,40 +101,9 @@ def iter_rows(source: str) -> Iterator[tuple[str, dict]]:
     if source.startswith("hf:"):
         yield from _hf_rows(source)
         return
-    from selfsup.data.text import _decoded_lines
+    from selfsup.data.text import file_rows
 
-    path = _check_file(source)
-    suffix = _inner_suffix(path)
-    if suffix in (".csv", ".tsv"):
-        import csv
-
-        numbered = _decoded_lines(path)
-        current = {"line": 0}
-
-        def lines() -> Iterator[str]:
-            for lineno, text in numbered:
-                current["line"] = lineno
-                yield text
-
-        reader = csv.DictReader(lines(), delimiter="\t" if suffix == ".tsv" else ",")
-        if reader.fieldnames is None:
-            return
-        for row in reader:
-            yield f"{path}:{current['line']}", {k: v for k, v in row.items() if k is not None}
-        return
-    if suffix in (".jsonl", ".json"):
-        for lineno, line in _decoded_lines(path):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SelfsupError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SelfsupError(f"{path}:{lineno}: expected a JSON object per line")
-            yield f"{path}:{lineno}", row
-        return
-    raise SelfsupError(f"{path}: unknown format {suffix or '(no suffix)'}; use .csv, .tsv, .jsonl or hf:NAME")
+    yield from file_rows(_check_file(source))
 
 
 def _column(row: dict, column: str, where: str) -> Any:

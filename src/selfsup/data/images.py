@@ -13,7 +13,7 @@ import gzip
 import json
 import struct
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -240,17 +240,11 @@ def _sklearn_digits(channels: int | None, size: int) -> tuple[np.ndarray, np.nda
 
 
 def _hub(spec: str, cfg: ImageDataConfig) -> tuple[np.ndarray, np.ndarray]:
+    from selfsup.data.hub import hub_rows
+
     try:
-        import datasets
-    except ImportError:
-        raise SelfsupError(f"{spec}: Hugging Face data sets need `pip install datasets`") from None
-    body, _, split = spec[3:].partition("@")
-    name, _, config = body.partition(":")
-    try:
-        ds = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
-        rows: Iterator[dict] = iter(ds)
         images, labels, first = [], [], None
-        for i, row in enumerate(rows):
+        for i, (_, row) in enumerate(hub_rows(spec)):
             if cfg.max_images is not None and i >= cfg.max_images:
                 break
             if cfg.image_column not in row:

@@ -92,54 +92,47 @@ def _row_text(row: dict, column: str, where: str) -> str:
     return value
 
 
-def _jsonl_paragraphs(path: Path, column: str, first_doc: int) -> Iterator[Paragraph]:
-    doc = first_doc
-    for lineno, line in _decoded_lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SelfsupError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise SelfsupError(f"{path}:{lineno}: expected a JSON object per line")
-        text = _row_text(row, column, f"{path}:{lineno}").strip()
-        if text:
-            yield Paragraph(doc, split_sentences(" ".join(text.split())))
-            doc += 1
+def file_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """(`file:line`, row) for each row of a CSV / TSV / JSONL file (also `.gz` / `.xz`)."""
+    suffix = _inner_suffix(path)
+    if suffix in (".csv", ".tsv"):
+        numbered = _decoded_lines(path)
+        current = {"line": 0}
+
+        def lines() -> Iterator[str]:
+            for lineno, text in numbered:
+                current["line"] = lineno
+                yield text
+
+        reader = csv.DictReader(lines(), delimiter="\t" if suffix == ".tsv" else ",")
+        if reader.fieldnames is None:
+            return
+        for row in reader:
+            yield f"{path}:{current['line']}", {k: v for k, v in row.items() if k is not None}
+        return
+    if suffix in (".jsonl", ".json"):
+        for lineno, line in _decoded_lines(path):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SelfsupError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise SelfsupError(f"{path}:{lineno}: expected a JSON object per line")
+            yield f"{path}:{lineno}", row
+        return
+    raise SelfsupError(f"{path}: unknown format {suffix or '(no suffix)'}; use .csv, .tsv, .jsonl or hf:NAME")
 
 
-def _csv_paragraphs(path: Path, column: str, first_doc: int) -> Iterator[Paragraph]:
-    delimiter = "\t" if _inner_suffix(path) == ".tsv" else ","
-    lines = (line for _, line in _decoded_lines(path))
-    reader = csv.DictReader(lines, delimiter=delimiter)
+def _row_paragraphs(rows: Iterator[tuple[str, dict]], column: str, first_doc: int) -> Iterator[Paragraph]:
+    """One document per row with non-empty text in `column`."""
     doc = first_doc
-    for row in reader:
-        text = _row_text(row, column, f"{path}:{reader.line_num}")
-        text = " ".join((text or "").split())
+    for where, row in rows:
+        text = " ".join(_row_text(row, column, where).split())
         if text:
             yield Paragraph(doc, split_sentences(text))
             doc += 1
-
-
-def _hub_paragraphs(spec: str, column: str, first_doc: int) -> Iterator[Paragraph]:
-    """`hf:NAME[:CONFIG][@SPLIT]`, loaded with `datasets` (streaming, never trust_remote_code)."""
-    try:
-        import datasets
-    except ImportError:
-        raise SelfsupError(f"{spec}: Hugging Face data sets need `pip install datasets`") from None
-    body = spec[3:]
-    body, _, split = body.partition("@")
-    name, _, config = body.partition(":")
-    try:
-        ds = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
-    except Exception as e:  # network, missing data set, bad config: one line
-        raise SelfsupError(f"{spec}: cannot load data set ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
-            from None
-    for i, row in enumerate(ds):
-        text = " ".join(_row_text(row, column, f"{spec} row {i}").split())
-        if text:
-            yield Paragraph(first_doc + i, split_sentences(text))
 
 
 def expand_sources(sources: list[str]) -> list[str]:
@@ -172,16 +165,13 @@ def read_paragraphs(sources: list[str], column: str = "text") -> Iterator[Paragr
         n_before = doc
         count = 0
         if s.startswith("hf:"):
-            stream = _hub_paragraphs(s, column, doc)
+            from selfsup.data.hub import hub_rows
+
+            stream = _row_paragraphs(hub_rows(s), column, doc)
+        elif _inner_suffix(Path(s)) in (".jsonl", ".json", ".csv", ".tsv"):
+            stream = _row_paragraphs(file_rows(Path(s)), column, doc)
         else:
-            path = Path(s)
-            suffix = _inner_suffix(path)
-            if suffix in (".jsonl", ".json"):
-                stream = _jsonl_paragraphs(path, column, doc)
-            elif suffix in (".csv", ".tsv"):
-                stream = _csv_paragraphs(path, column, doc)
-            else:
-                stream = _plain_paragraphs(path, doc)
+            stream = _plain_paragraphs(Path(s), doc)
         last = doc - 1
         for para in stream:
             count += 1
