@@ -295,7 +295,6 @@ def _train_one(source: Path, data, cfg: FinetuneConfig, *, method: str, init: st
     import torch
 
     from selfsup.adapt.heads import build_model, count_parameters, freeze_backbone, load_tokenizer, save_task
-    from selfsup.engine.module import lr_lambda, param_groups
 
     tok = load_tokenizer(source)
     model, head = build_model(source, data.kind, data.labels, tok, init=init, seed=seed, dropout=cfg.dropout)
@@ -319,41 +318,13 @@ def _train_one(source: Path, data, cfg: FinetuneConfig, *, method: str, init: st
     pad_id = tok.pad_token_id
 
     lr = cfg.lr or DEFAULT_LR.get(method) or (1e-3 if method == "linear" else 1e-4)
-    per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
-    total_steps = cfg.max_steps or cfg.epochs * per_epoch
-    epochs = math.ceil(total_steps / per_epoch)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.betas))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda(cfg.schedule, int(cfg.warmup_ratio * total_steps), total_steps))
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    history: list[dict[str, Any]] = []
-    step = 0
     started = time.perf_counter()
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_feats), generator=gen).tolist()
-        loss_sum, n_seen = 0.0, 0
-        for b in range(per_epoch):
-            if step >= total_steps:
-                break
-            chunk = [train_feats[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
-            batch = collate(chunk, pad_id, device)
-            with _autocast(device):
-                loss = model(**batch).loss
-            update(loss, trainable_params, opt, sched, cfg.grad_clip, step)
-            step += 1
-            loss_sum += loss.item() * len(chunk)
-            n_seen += len(chunk)
-        ev = run_eval(model, eval_feats, data.eval, data.kind, data.labels, cfg, pad_id, device)
-        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, n_seen),
-               "eval_loss": ev.get("loss"), **{k: v for k, v in ev.items() if k not in ("loss", "examples")}}
-        history.append(row)
-        if progress:
-            main = MAIN_METRIC[data.kind]
-            print(f"epoch {epoch}/{epochs} step {step}: train_loss={row['train_loss']:.4f} "
-                  f"eval_loss={row['eval_loss']:.4f} {main}={row.get(main, float('nan')):.4f}", file=sys.stderr)
+    history, ev, step, epochs = fit(
+        model, train_feats, cfg, lr=lr, seed=seed, device=device,
+        loss_fn=lambda m, batch: m(**batch).loss,
+        collate_fn=lambda chunk: collate(chunk, pad_id, device),
+        eval_fn=lambda m: run_eval(m, eval_feats, data.eval, data.kind, data.labels, cfg, pad_id, device),
+        main_metric=MAIN_METRIC[data.kind] if progress else None)
     seconds = time.perf_counter() - started
     final = {k: v for k, v in ev.items()}
     model.cpu()
@@ -378,6 +349,56 @@ def _train_one(source: Path, data, cfg: FinetuneConfig, *, method: str, init: st
 
     plot_history({f"{init}": history}, out / "curves.png", MAIN_METRIC[data.kind], title=data.kind)
     return metrics
+
+
+def fit(model, train_feats: Sequence, cfg: FinetuneConfig, *, lr: float, seed: int, device,
+        loss_fn: Callable[[Any, dict], Any], collate_fn: Callable[[Sequence], dict],
+        eval_fn: Callable[[Any], dict[str, float]], main_metric: str | None = None,
+        params: Sequence | None = None) -> tuple[list[dict[str, Any]], dict[str, float], int, int]:
+    """The fine-tuning loop shared by every text method: seeded shuffles, AdamW on the trainable parameters
+    (`param_groups`: no decay on biases and norms), warm-up + decay, `update` (NaN guard, clipping), and
+    `eval_fn(model)` after each epoch. `loss_fn(model, batch)` is the method's loss. Returns (history rows,
+    the last evaluation, optimizer steps, epochs); with `main_metric`, prints one line per epoch."""
+    import torch
+
+    from selfsup.engine.module import lr_lambda, param_groups
+
+    per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
+    total_steps = cfg.max_steps or cfg.epochs * per_epoch
+    epochs = math.ceil(total_steps / per_epoch)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda(cfg.schedule, int(cfg.warmup_ratio * total_steps), total_steps))
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    history: list[dict[str, Any]] = []
+    step = 0
+    ev: dict[str, float] = {}
+    trainable_params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_feats), generator=gen).tolist()
+        loss_sum, n_seen = 0.0, 0
+        for b in range(per_epoch):
+            if step >= total_steps:
+                break
+            chunk = [train_feats[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
+            batch = collate_fn(chunk)
+            with _autocast(device):
+                loss = loss_fn(model, batch)
+            update(loss, trainable_params, opt, sched, cfg.grad_clip, step)
+            step += 1
+            loss_sum += loss.item() * len(chunk)
+            n_seen += len(chunk)
+        ev = eval_fn(model)
+        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, n_seen),
+               "eval_loss": ev.get("loss"), **{k: v for k, v in ev.items() if k not in ("loss", "examples")}}
+        history.append(row)
+        if main_metric:
+            print(f"epoch {epoch}/{epochs} step {step}: train_loss={row['train_loss']:.4f} "
+                  f"eval_loss={(row['eval_loss'] if row['eval_loss'] is not None else float('nan')):.4f} "
+                  f"{main_metric}={row.get(main_metric, float('nan')):.4f}", file=sys.stderr)
+    return history, ev, step, epochs
 
 
 def _check_out(out: Path) -> None:
