@@ -7,9 +7,9 @@ import json
 from adapt_data import write_conll, write_squad
 from adapt_tok import hand_tokenizer
 from selfsup.adapt.finetune import FinetuneConfig, encode
-from selfsup.adapt.tasks import (IGNORE, TaggedSentence, TextExample, austen_novels_task, columns_for,
-                                 first_piece_index, first_piece_labels, join_words, read_task, subsample,
-                                 token_word_ids)
+from selfsup.adapt.tasks import (IGNORE, TaggedSentence, TextExample, austen_novels_task, austen_speech_task,
+                                 columns_for, first_piece_index, first_piece_labels, join_words, quoted_spans,
+                                 read_task, subsample, token_word_ids)
 from selfsup.cli import main
 
 
@@ -90,6 +90,30 @@ def test_austen_novels_task_is_balanced_and_eval_is_never_in_the_unlabeled_text(
     assert all(r["text"] in unlabeled for r in train[:10])
     assert not any(r["text"] in unlabeled for r in ev)
     assert not {r["text"] for r in train} & {r["text"] for r in ev}
+
+
+def test_quoted_spans_hand_example():
+    para = 'She smiled. "I cannot agree with you, papa," said Emma, "you know I cannot.'
+    assert quoted_spans(para) == [("She smiled.", False), ("I cannot agree with you, papa,", True),
+                                  ("said Emma,", False), ("you know I cannot.", True)]
+
+
+def test_austen_speech_task_labels_come_from_the_quotes_and_eval_is_unseen(tmp_path):
+    info = austen_speech_task(tmp_path, train_per_class=40, eval_per_class=20, novels=["persuasion", "emma"])
+    train = [json.loads(x) for x in open(info["train"])]
+    ev = [json.loads(x) for x in open(info["eval"])]
+    assert len(train) == 80 and len(ev) == 40
+    assert sum(r["label"] == "speech" for r in ev) == 20
+    assert not any('"' in r["text"] for r in train + ev)  # the label is never in the input
+    assert all(len(r["text"].split()) >= 8 for r in train + ev)
+    paragraphs = [" ".join(p.split()) for f in (tmp_path / "unlabeled").iterdir() for p in f.read_text().split("\n\n")]
+
+    def inside_quotes(text: str) -> bool:  # an odd number of quotes before it in its paragraph
+        para = next(p for p in paragraphs if text in p)
+        return para[:para.index(text)].count('"') % 2 == 1
+
+    assert all(inside_quotes(r["text"]) == (r["label"] == "speech") for r in train)
+    assert not any(r["text"] in p for r in ev for p in paragraphs)
 
 
 def _err(capsys, *argv) -> str:

@@ -13,7 +13,9 @@ def test_demo_runs_end_to_end_and_protects_other_folders(tmp_path):
     summary = json.loads((out / "demo.json").read_text())
     assert summary["steps"] == 4 and summary["cloze_words"] > 100
     assert 0 <= summary["cloze_top5"] <= 1 and 0 <= summary["image_linear_probe_simclr"] <= 1
-    for name in ("pretrain/model/model.safetensors", "pretrain/loss_curve.png", "images/features_pca.png"):
+    assert 0 <= summary["speech_accuracy_pretrained"] <= 1 and 0 <= summary["speech_accuracy_scratch"] <= 1
+    for name in ("pretrain/model/model.safetensors", "pretrain/loss_curve.png", "images/features_pca.png",
+                 "downstream/curves.png", "downstream/pretrained/model/config.json"):
         assert (out / name).is_file(), name
     assert "Cloze on held-out passages" in res.stdout
     # a second demo replaces the first; a folder the demo did not make is refused
