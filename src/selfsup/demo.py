@@ -200,8 +200,8 @@ def run_demo(out: str = "runs/demo", steps: int | None = None, force: bool = Fal
     sources = [task["unlabeled"]]
     started = time.perf_counter()
     console.rule("[bold]selfsup demo: a tiny BERT learns Jane Austen by filling in blanks")
-    console.print("corpus: the first 80% of each of the 6 novels shipped with selfsup · recipe: {DEMO_RECIPE} (BERT with rotary "
-                  "positions, 15% of tokens masked: 80% [MASK] / 10% random / 10% kept)")
+    console.print(f"corpus: the first 80% of each of the 6 novels shipped with selfsup · recipe: {DEMO_RECIPE} "
+                  "(BERT with rotary positions, 15% of tokens masked: 80% [MASK] / 10% random / 10% kept)")
     from selfsup.engine.pretrain import pretrain
     from selfsup.recipes import load_recipe
     from selfsup.registry import get_objective
