@@ -99,3 +99,24 @@ def ema_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> 
 def cosine_momentum(base: float, step: int, total: int) -> float:
     """BYOL's schedule tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, rising from base to 1."""
     return 1 - (1 - base) * (math.cos(math.pi * min(step, total) / max(1, total)) + 1) / 2
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      temperature: float = 2.0, alpha: float = 0.5, ignore_index: int = -100) -> torch.Tensor:
+    """Knowledge distillation (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network"):
+    alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels).
+
+    The KL term (mean over every row) predicts the teacher's softened class distribution from the student's
+    logits; T^2 keeps its gradients on the scale of the hard-label term. The cross-entropy is the mean over
+    the labeled rows only: rows whose label is `ignore_index` (unlabeled transfer data) get the KL term alone."""
+    t = float(temperature)
+    student = student_logits.float()
+    log_p_student = F.log_softmax(student / t, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    labeled = labels != ignore_index
+    if bool(labeled.any()):
+        ce = F.cross_entropy(student[labeled], labels[labeled])
+    else:  # a batch of unlabeled rows only: no hard-label term (kept in the graph as an exact zero)
+        ce = student.sum() * 0.0
+    return alpha * t * t * kl + (1 - alpha) * ce

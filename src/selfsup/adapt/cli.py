@@ -109,6 +109,44 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _incontext(args: argparse.Namespace) -> int:
+    from selfsup.adapt.incontext import incontext
+
+    m = incontext(args.model, args.task, args.train, args.eval, shots=args.shots, draws=args.draws,
+                  calibrate=args.calibrate, template=args.template, verbalizer=args.verbalizer,
+                  text_column=args.text_column, pair_column=args.pair_column, label_column=args.label_column,
+                  out=args.out, seed=args.seed, overrides=args.set)
+    print(m["summary"] + (f"; wrote {args.out}/metrics.json" if args.out else ""))
+    return 0
+
+
+def _add_incontext_verb(sub) -> None:
+    ic = sub.add_parser("incontext", help="in-context learning: a causal LM classifies from K demonstrations, "
+                        "no training", description="Score each label word's likelihood after a prompt with K "
+                        "demonstrations drawn from --train (0: zero-shot), for each example of --eval; repeat "
+                        "with --draws demonstration sets and report mean ± std. No gradient step.")
+    ic.add_argument("--model", required=True, metavar="CAUSAL_LM", help="a GPT-2 / Llama checkpoint or run folder")
+    ic.add_argument("--task", required=True, choices=("sequence-classification", "pair-classification"),
+                    metavar="KIND", help="sequence-classification | pair-classification")
+    ic.add_argument("--train", required=True, metavar="FILE", help="where demonstrations are drawn from")
+    ic.add_argument("--eval", required=True, metavar="FILE")
+    ic.add_argument("--shots", type=int, default=0, metavar="K", help="demonstrations per prompt (random, "
+                    "not stratified; default 0: zero-shot)")
+    ic.add_argument("--draws", type=int, default=1, metavar="N", help="demonstration sets (seeds S..S+N-1)")
+    ic.add_argument("--calibrate", action="store_true", help="contextual calibration (Zhao et al. 2021) with "
+                    "content-free inputs (--set content_free='[N/A, \"\", \"[MASK]\"]')")
+    ic.add_argument("--template", metavar="T", help="e.g. '{text} It was {mask}' ({mask} last; {pair} for "
+                    "pair-classification)")
+    ic.add_argument("--verbalizer", metavar="V", help="label -> word(s): inline YAML '{pos: great, neg: "
+                    "[bad, awful]}' or a .json/.yaml file (default: the label names)")
+    _columns(ic)
+    ic.add_argument("--out", metavar="DIR", help="new folder for metrics.json")
+    ic.add_argument("--seed", type=int, default=0, metavar="S")
+    ic.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="keys: eval_batch_size, max_length, content_free, threads, device")
+    ic.set_defaults(func=_incontext)
+
+
 def _embed(args: argparse.Namespace) -> int:
     from selfsup.adapt.embed import embed
 
@@ -130,10 +168,15 @@ def add_parser(sub) -> None:
                     "(QA) or hf:NAME[:CONFIG][@SPLIT]")
     ft.add_argument("--eval", required=True, metavar="FILE")
     ft.add_argument("--out", required=True, metavar="DIR", help="new folder: model/, metrics.json, curves.png")
-    ft.add_argument("--method", choices=("full", "linear", "lora", "adapter", "prefix", "soft-prompt"),
+    ft.add_argument("--method", choices=("full", "linear", "lora", "adapter", "prefix", "soft-prompt", "early-exit",
+                                           "prompt"),
                     default="full", help="full: train everything; linear: freeze the backbone, train the head; "
                     "lora | adapter (Houlsby) | prefix | soft-prompt: parameter-efficient, saves only the small "
-                    "task artifact (--set lora_r=, lora_alpha=, lora_dropout=, adapter_size=, num_virtual_tokens=)")
+                    "task artifact (--set lora_r=, lora_alpha=, lora_dropout=, adapter_size=, num_virtual_tokens=); "
+                    "early-exit: a classifier on every layer (--set exit_training=joint|two-stage; then "
+                    "`selfsup early-exit` sweeps exit thresholds); prompt: the LM head fills a template's "
+                    "blank with label words, no new head (--set template='{text} It was {mask}.', "
+                    "verbalizer='{pos: great, neg: [bad, awful]}' or a .json/.yaml file, demonstrations=true)")
     ft.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained",
                     help="scratch: the same architecture, randomly initialized")
     _columns(ft)
@@ -185,3 +228,117 @@ def add_parser(sub) -> None:
     em.add_argument("--max-length", type=int, default=128, metavar="N")
     em.add_argument("--word", metavar="WORD", help="plot this word's similarity across sentences")
     em.set_defaults(func=_embed)
+    _add_incontext_verb(sub)
+    _add_smaller_model_verbs(sub)  # distill, prune
+
+    ee = sub.add_parser("early-exit", help="sweep early-exit thresholds: accuracy vs wall-time speedup",
+                        description="For a model fine-tuned with --method early-exit, measure accuracy, average "
+                                    "exit layer and wall-time speedup over the full model for each threshold; "
+                                    "writes sweep.json, sweep.md and speed_accuracy.png into a new --out.")
+    ee.add_argument("--model", required=True, metavar="DIR", help="a `selfsup finetune --method early-exit` run")
+    ee.add_argument("--eval", required=True, metavar="FILE", help="labeled file")
+    ee.add_argument("--out", required=True, metavar="DIR")
+    ee.add_argument("--rule", choices=("entropy", "patience"), default="entropy",
+                    help="entropy (DeeBERT): exit when the prediction entropy < threshold; patience (PABEE): exit "
+                         "after N layers with an unchanged prediction")
+    ee.add_argument("--thresholds", metavar="LIST", help="comma-separated entropy thresholds (default "
+                    "0,0.05,0.1,0.2,...,0.6) or patience values (default 1..layers)")
+    ee.add_argument("--batch-size", type=int, default=32, metavar="N")
+    ee.add_argument("--repeats", type=int, default=3, metavar="N", help="timed passes per setting (best is kept)")
+    _columns(ee)
+    ee.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. --set threads=1")
+    ee.set_defaults(func=_early_exit)
+
+
+def _early_exit(args: argparse.Namespace) -> int:
+    from selfsup.adapt.early_exit import exit_sweep, sweep_markdown
+
+    result = exit_sweep(args.model, args.eval, args.out, rule=args.rule, thresholds=args.thresholds,
+                        batch_size=args.batch_size, repeats=args.repeats, text_column=args.text_column,
+                        pair_column=args.pair_column, label_column=args.label_column, overrides=args.set)
+    print(sweep_markdown(result), end="")
+    print(f"wrote {args.out}/sweep.json, sweep.md, speed_accuracy.png")
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from selfsup.adapt.distill import distill
+
+    m = distill(args.teacher, args.student, args.train, args.eval, args.out, unlabeled=args.unlabeled,
+                init=args.init, epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, seeds=args.seeds,
+                overrides=args.set, text_column=args.text_column, pair_column=args.pair_column,
+                label_column=args.label_column, progress=not args.no_progress)
+    shown = m.get("eval_mean_std") or {k: v for k, v in m["eval"].items() if k != "examples"}
+    print(f"teacher: {_fmt({k: v for k, v in m['teacher']['eval'].items() if k != 'examples'})}")
+    print(f"student: {_fmt(shown) if 'eval_mean_std' not in m else ', '.join(f'{k}={v}' for k, v in shown.items())}")
+    print(f"parameters {m['teacher']['parameters']:,} -> {m['total_parameters']:,} "
+          f"(compression {m['compression']:.2f}x)")
+    print(f"wrote {args.out}/metrics.json, table.md, " + ("model/ (Hugging Face format)" if args.seeds == 1
+                                                          else "seed-*/model"))
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from selfsup.adapt.prune import markdown_table, prune
+
+    m = prune(args.model, args.eval, args.out, layers=args.layers, heads=args.heads, sweep=args.sweep,
+              importance_data=args.importance_data, layer_order=args.layer_order, train=args.train,
+              finetune_epochs=args.finetune_epochs, text_column=args.text_column, pair_column=args.pair_column,
+              label_column=args.label_column, seed=args.seed, overrides=args.set)
+    print(markdown_table(m.get("rows") or [m["original"], m["pruned"]], m["main_metric"]), end="")
+    print(f"wrote {args.out}/table.md, table.json, size_accuracy.png, metrics.json"
+          + ("" if args.sweep else ", model/ (Hugging Face format)"))
+    return 0
+
+
+def _add_smaller_model_verbs(sub) -> None:
+    ds = sub.add_parser("distill", help="knowledge distillation: a fine-tuned teacher -> a smaller student",
+                        description="Train STUDENT on the teacher's softened predictions (Hinton et al. 2015): "
+                                    "alpha * T^2 * KL + (1 - alpha) * cross-entropy; --unlabeled rows get the KL "
+                                    "term only. Without --student (or with the teacher itself) and --set "
+                                    "student_layers=N, the student is the teacher with N evenly spaced layers.")
+    ds.add_argument("--teacher", required=True, metavar="DIR", help="a `selfsup finetune` folder "
+                    "(sequence- or pair-classification)")
+    ds.add_argument("--student", metavar="MODEL", help="checkpoint sharing the teacher's vocabulary "
+                    "(default: the teacher's architecture)")
+    ds.add_argument("--train", required=True, metavar="FILE")
+    ds.add_argument("--eval", required=True, metavar="FILE")
+    ds.add_argument("--out", required=True, metavar="DIR", help="new folder: model/, metrics.json, table.md, "
+                    "curves.png")
+    ds.add_argument("--unlabeled", metavar="FILE", help="extra rows (labels ignored) labeled by the teacher")
+    ds.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained",
+                    help="scratch: the student architecture, randomly initialized")
+    _columns(ds)
+    g = ds.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, metavar="E")
+    g.add_argument("--max-steps", type=int, metavar="N")
+    ds.add_argument("--seed", type=int, default=0, metavar="S")
+    ds.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat with N seeds; report mean ± std")
+    ds.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="temperature=2, alpha=0.5, student_layers=N, and finetune's keys (lr, batch_size, ...)")
+    ds.add_argument("--no-progress", action="store_true", help="no per-epoch lines")
+    ds.set_defaults(func=_distill)
+
+    pn = sub.add_parser("prune", help="structured pruning: drop attention heads or layers, accuracy vs size",
+                        description="Remove the least important attention heads (Michel et al. 2019) or layers "
+                                    "of a fine-tuned BERT-family classifier; --sweep tries several sizes and "
+                                    "writes table.md/json and size_accuracy.png.")
+    pn.add_argument("--model", required=True, metavar="DIR", help="a `selfsup finetune` folder")
+    pn.add_argument("--eval", required=True, metavar="FILE", help="labeled file")
+    pn.add_argument("--out", required=True, metavar="DIR")
+    what = pn.add_mutually_exclusive_group(required=True)
+    what.add_argument("--layers", type=int, metavar="N", help="keep N layers")
+    what.add_argument("--heads", type=float, metavar="F", help="remove the fraction F (0 <= F < 1) of the heads")
+    what.add_argument("--sweep", action="store_true", help="remove 25/50/75%% of the heads, keep L-1..1 layers")
+    pn.add_argument("--importance-data", metavar="FILE", help="labeled file for the importance scores "
+                    "(default: --eval; a training file avoids tuning on the evaluation data)")
+    pn.add_argument("--layer-order", choices=("importance", "top"), default="importance",
+                    help="which layers go: the least important (loss increase when skipped) or the top ones")
+    pn.add_argument("--train", metavar="FILE", help="labeled file for --finetune-epochs")
+    pn.add_argument("--finetune-epochs", type=int, default=0, metavar="E", help="fine-tune each pruned model "
+                    "for E epochs on --train to recover accuracy")
+    _columns(pn)
+    pn.add_argument("--seed", type=int, default=0, metavar="S")
+    pn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="finetune's keys: lr, batch_size, eval_batch_size, threads, device, ...")
+    pn.set_defaults(func=_prune)

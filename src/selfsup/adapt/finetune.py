@@ -51,6 +51,18 @@ class FinetuneConfig:
         default=None, metadata={"doc": "--method lora: module names (default: the attention query/value)"})
     num_virtual_tokens: int = bounded(10, ge=1, doc="--method prefix|soft-prompt: virtual tokens")
     adapter_size: int = bounded(64, ge=1, doc="--method adapter: bottleneck width")
+    template: str | None = dataclasses.field(
+        default=None, metadata={"doc": "--method prompt: e.g. '{text} It was {mask}.' (taken as written)"})
+    verbalizer: Any = dataclasses.field(
+        default=None, metadata={"doc": "--method prompt: {label: word | [words]} (YAML) or a .json/.yaml file"})
+    demonstrations: bool = dataclasses.field(
+        default=False, metadata={"doc": "--method prompt: LM-BFF, one similar training example per class"})
+    exit_training: Literal["joint", "two-stage"] = dataclasses.field(
+        default="joint", metadata={"doc": "--method early-exit: joint (PABEE weighted loss) or two-stage (DeeBERT)"})
+    exit_threshold: float | None = bounded(None, ge=0, doc="early-exit model (evaluate/predict): exit when the "
+                                           "prediction entropy is below this")
+    exit_patience: int | None = bounded(None, ge=1, doc="early-exit model (evaluate/predict): exit after this "
+                                        "many layers with an unchanged prediction")
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda") and self.device != "mps":
@@ -65,6 +77,9 @@ def parse_overrides(pairs: Sequence[str], base: dict | None = None) -> FinetuneC
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise SelfsupError(f"--set: expected key=value, got {item!r}")
+        if key.strip() == "template":  # `{text} It was {mask}.` is text, not YAML
+            data["template"] = value
+            continue
         data[key.strip()] = yaml.safe_load(value)
     return from_dict(FinetuneConfig, data)
 
@@ -93,6 +108,8 @@ def encode(kind: str, tokenizer, examples: Sequence, labels: list[str] | None, m
     """Examples -> features (python lists; padded per batch by `collate`)."""
     from selfsup.adapt.tasks import first_piece_index, first_piece_labels, join_words, token_word_ids
 
+    if hasattr(tokenizer, "encode_prompts"):  # --method prompt: template + verbalizer (selfsup.adapt.prompting)
+        return tokenizer.encode_prompts(examples, labels, max_length)
     if kind == "extractive-qa":
         from selfsup.adapt.qa import encode_qa
 
@@ -443,12 +460,20 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
             model, task, train, eval, out, method=method, init=init, text_column=text_column,
             pair_column=pair_column, label_column=label_column, epochs=epochs, max_steps=max_steps, seed=seed,
             overrides=overrides, train_fraction=train_fraction, shots=shots, seeds=seeds, progress=progress)
+    if method == "prompt":  # the LM head fills a template's blank: no new head (selfsup.adapt.prompting)
+        from selfsup.adapt.prompting import finetune_prompt
+
+        return finetune_prompt(
+            model, task, train, eval, out, init=init, text_column=text_column, pair_column=pair_column,
+            label_column=label_column, epochs=epochs, max_steps=max_steps, seed=seed, overrides=overrides,
+            train_fraction=train_fraction, shots=shots, seeds=seeds, progress=progress)
     from selfsup.adapt.heads import resolve_checkpoint
     from selfsup.adapt.tasks import subsample
 
     out = Path(out)
-    if method not in ("full", "linear") + EFFICIENT_METHODS:
-        raise SelfsupError(f"--method: expected one of full, linear, {', '.join(EFFICIENT_METHODS)}, got {method!r}")
+    if method not in ("full", "linear", "early-exit") + EFFICIENT_METHODS:
+        raise SelfsupError(f"--method: expected one of full, linear, early-exit, {', '.join(EFFICIENT_METHODS)}, "
+                           f"got {method!r}")
     if method in EFFICIENT_METHODS and init != "pretrained":
         raise SelfsupError(f"--method {method}: needs --init pretrained (the artifact loads onto the checkpoint)")
     if init not in ("pretrained", "scratch"):
@@ -468,6 +493,11 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
         from selfsup.adapt.peft_methods import check_supported
 
         check_supported(method, _model_type(source), task)
+    if method == "early-exit":  # one exit head per layer (selfsup.adapt.early_exit): family/kind checked first
+        from selfsup.adapt.early_exit import check_supported as check_early_exit
+        from selfsup.adapt.heads import _model_type
+
+        check_early_exit(_model_type(source), task)
     columns = columns_for(task, text_column, pair_column, label_column)
     if train_fraction is not None and not 0 < train_fraction <= 1:
         raise SelfsupError(f"--train-fraction: must be in (0, 1], got {train_fraction}")
@@ -480,6 +510,11 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
 
     def train_seed(s: int, folder: Path) -> dict[str, Any]:
         subset = subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
+        if method == "early-exit":
+            from selfsup.adapt.early_exit import train_early_exit
+
+            return train_early_exit(source, data, cfg, init=init, seed=s, out=folder, train_examples=subset,
+                                    progress=progress)
         return _train_one(source, data, cfg, method=method, init=init, seed=s, out=folder,
                           train_examples=subset, progress=progress)
 
@@ -560,6 +595,10 @@ def _load_for_inference(model_dir, text_column, pair_column, label_column, batch
             base[key] = info[key]
     cfg = parse_overrides(overrides, base)
     _resolve_threads(cfg)
+    if info.get("method") == "early-exit" or cfg.exit_threshold is not None or cfg.exit_patience is not None:
+        from selfsup.adapt.early_exit import set_exit_rule
+
+        set_exit_rule(model, cfg.exit_threshold, cfg.exit_patience)
     columns = Columns(text_column or info.get("text_column") or "text", pair_column or info.get("pair_column"),
                       label_column or info.get("label_column") or "label")
     return model, tok, info, cfg, columns

@@ -173,6 +173,15 @@ def load_finetuned(model_dir: str | Path):
 
     if info.get("method") in EFFICIENT_METHODS:  # a small task artifact: its backbone + the artifact
         return load_artifact(p, info, tok), tok, info
+    if info.get("method") == "prompt":  # the LM + template and verbalizer; its tokenizer renders the prompts
+        from selfsup.adapt.prompting import load_prompt_model
+
+        model, prompts = load_prompt_model(p, info, tok)
+        return model, prompts, info
+    if info.get("method") == "early-exit":  # HF backbone + one exit head per layer
+        from selfsup.adapt.early_exit import load_early_exit
+
+        return load_early_exit(p, info), tok, info
     auto = _auto_class(info["kind"], _model_type(p))
     try:
         model = auto.from_pretrained(str(p))
