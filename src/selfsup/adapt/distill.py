@@ -116,22 +116,14 @@ def distill(teacher: str | Path, student: str | Path | None, train: str, eval: s
     the teacher's own architecture, usually with `--set student_layers=N`) on `train` (+ `unlabeled`),
     evaluating on `eval`. Returns what is written to `out/metrics.json`."""
     from selfsup.adapt.finetune import (MAIN_METRIC, _check_out, _device, _resolve_threads, encode,
-                                        keep_token_types, over_seeds)
+                                        keep_token_types, over_seeds, run_options)
     from selfsup.adapt.heads import count_parameters, load_finetuned, load_tokenizer, resolve_checkpoint
     from selfsup.adapt.peft_methods import EFFICIENT_METHODS
     from selfsup.adapt.tasks import Columns, check_labels, read_task
     from selfsup.config import to_dict
 
     out = Path(out)
-    if init not in ("pretrained", "scratch"):
-        raise SelfsupError(f"--init: expected pretrained or scratch, got {init!r}")
-    if seeds < 1:
-        raise SelfsupError(f"--seeds: must be >= 1, got {seeds}")
-    base: dict[str, Any] = {}
-    if epochs is not None:
-        base["epochs"] = epochs
-    if max_steps is not None:
-        base["max_steps"] = max_steps
+    base = run_options(init=init, seeds=seeds, epochs=epochs, max_steps=max_steps)
     cfg = parse_distill_overrides(overrides, base)
     _check_out(out)
     teacher_dir = Path(teacher) / "model" if (Path(teacher) / "model").is_dir() else Path(teacher)

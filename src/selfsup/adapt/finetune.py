@@ -418,6 +418,20 @@ def fit(model, train_feats: Sequence, cfg: FinetuneConfig, *, lr: float, seed: i
     return history, ev, step, epochs
 
 
+def run_options(*, init: str, seeds: int, epochs: int | None, max_steps: int | None,
+                train_fraction: float | None = None, shots: int | None = None) -> dict[str, Any]:
+    """Check the options every fine-tuning verb shares; returns the config keys they set (`epochs`, `max_steps`)."""
+    if init not in ("pretrained", "scratch"):
+        raise SelfsupError(f"--init: expected pretrained or scratch, got {init!r}")
+    if seeds < 1:
+        raise SelfsupError(f"--seeds: must be >= 1, got {seeds}")
+    if train_fraction is not None and not 0 < train_fraction <= 1:
+        raise SelfsupError(f"--train-fraction: must be in (0, 1], got {train_fraction}")
+    if shots is not None and shots < 1:
+        raise SelfsupError(f"--shots: must be >= 1, got {shots}")
+    return {k: v for k, v in (("epochs", epochs), ("max_steps", max_steps)) if v is not None}
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SelfsupError(f"{out}: already exists and is not empty; choose another --out")
@@ -476,15 +490,8 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
                            f"got {method!r}")
     if method in EFFICIENT_METHODS and init != "pretrained":
         raise SelfsupError(f"--method {method}: needs --init pretrained (the artifact loads onto the checkpoint)")
-    if init not in ("pretrained", "scratch"):
-        raise SelfsupError(f"--init: expected pretrained or scratch, got {init!r}")
-    if seeds < 1:
-        raise SelfsupError(f"--seeds: must be >= 1, got {seeds}")
-    base: dict[str, Any] = {}
-    if epochs is not None:
-        base["epochs"] = epochs
-    if max_steps is not None:
-        base["max_steps"] = max_steps
+    base = run_options(init=init, seeds=seeds, epochs=epochs, max_steps=max_steps, train_fraction=train_fraction,
+                       shots=shots)
     cfg = parse_overrides(overrides, base)
     _check_out(out)
     source = resolve_checkpoint(model)
@@ -499,10 +506,6 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
 
         check_early_exit(_model_type(source), task)
     columns = columns_for(task, text_column, pair_column, label_column)
-    if train_fraction is not None and not 0 < train_fraction <= 1:
-        raise SelfsupError(f"--train-fraction: must be in (0, 1], got {train_fraction}")
-    if shots is not None and shots < 1:
-        raise SelfsupError(f"--shots: must be >= 1, got {shots}")
     data = load_data(task, train, eval, columns)
     for s in range(seed, seed + seeds):  # a too-small class is an error before anything is written
         subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)

@@ -660,21 +660,15 @@ def finetune_prompt(model: str | Path, task: str, train: str, eval: str, out: st
     """`selfsup finetune --method prompt`: fine-tune the whole LM so its LM head fills the template's blank
     with the right label word (keys: --set template=, verbalizer=, demonstrations=true). Same outputs and
     metrics.json keys as the other methods; `model/` is the LM in HF format + task.json (`method: prompt`)."""
-    from selfsup.adapt.finetune import _check_out, _resolve_threads, load_data, over_seeds, parse_overrides
+    from selfsup.adapt.finetune import (_check_out, _resolve_threads, load_data, over_seeds, parse_overrides,
+                                        run_options)
     from selfsup.adapt.heads import _model_type, load_tokenizer, resolve_checkpoint
     from selfsup.adapt.tasks import columns_for, subsample
     from selfsup.config import to_dict
 
     out = Path(out)
-    if init not in ("pretrained", "scratch"):
-        raise SelfsupError(f"--init: expected pretrained or scratch, got {init!r}")
-    if seeds < 1:
-        raise SelfsupError(f"--seeds: must be >= 1, got {seeds}")
-    base: dict[str, Any] = {}
-    if epochs is not None:
-        base["epochs"] = epochs
-    if max_steps is not None:
-        base["max_steps"] = max_steps
+    base = run_options(init=init, seeds=seeds, epochs=epochs, max_steps=max_steps, train_fraction=train_fraction,
+                       shots=shots)
     cfg = parse_overrides(overrides, base)
     if cfg.demonstrations and init != "pretrained":
         raise SelfsupError("demonstrations: needs --init pretrained (demonstrations are chosen with the "
@@ -683,10 +677,6 @@ def finetune_prompt(model: str | Path, task: str, train: str, eval: str, out: st
     source = resolve_checkpoint(model)
     lm_kind = lm_kind_of(_model_type(source), task)
     parse_template(cfg.template if cfg.template is not None else DEFAULT_TEMPLATES[(lm_kind, task)], task, lm_kind)
-    if train_fraction is not None and not 0 < train_fraction <= 1:
-        raise SelfsupError(f"--train-fraction: must be in (0, 1], got {train_fraction}")
-    if shots is not None and shots < 1:
-        raise SelfsupError(f"--shots: must be >= 1, got {shots}")
     data = load_data(task, train, eval, columns_for(task, text_column, pair_column, label_column))
     tok = load_tokenizer(source)
     spec = build_spec(tok, lm_kind, task, data.labels, cfg.template, cfg.verbalizer, cfg.demonstrations)
