@@ -9,8 +9,8 @@ first 80%):
   removed from the input) — at 16 and 64 labeled sentences per class, and all 1,000 per class;
 - `novel`: which of the six novels is this passage from? (all 400 passages per class).
 
-Pretrains `mlm_rope` (the demo's recipe, 800 steps) on the unlabeled part unless --pretrained gives a run made that
-way, runs the suite (pretrained vs scratch, same fine-tuning settings, --seeds seeds) and prints the GLUE-style
+Pretrains `mlm_rope` on the unlabeled part (exactly as `selfsup demo` does: same recipe, same 800 steps, same text)
+unless --pretrained gives a run made that way (e.g. the demo's `runs/demo/pretrain`), runs the suite (pretrained vs scratch, same fine-tuning settings, --seeds seeds) and prints the GLUE-style
 table; results.md / results.json / curves.png go to bench/results/pretrained_vs_scratch/.
 """
 from __future__ import annotations
@@ -45,10 +45,10 @@ def main() -> None:
         novel = austen_novels_task(Path(tmp) / "novel")
         run = Path(args.pretrained) if args.pretrained else Path(tmp) / "pretrained"
         if not args.pretrained:
-            pretrain("mlm_rope", [speech["unlabeled"]], run, max_steps=args.steps, progress=False,
-                     overrides=["data.block_size=64"])
+            pretrain("mlm_rope", [speech["unlabeled"]], run, max_steps=args.steps, progress=False)
         specs = {
             "speech-16": {"task": speech, "shots": 16, "epochs": 20},
+            "speech-32": {"task": speech, "shots": 32, "epochs": 15},
             "speech-64": {"task": speech, "shots": 64, "epochs": 10},
             "speech-all": {"task": speech, "epochs": 3},
             "novel-all": {"task": novel, "epochs": 5},
