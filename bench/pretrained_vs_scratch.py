@@ -6,7 +6,8 @@ tiny architecture fine-tuned from the MLM-pretrained checkpoint and from a rando
 Tasks (`selfsup.adapt.tasks`; evaluation text comes from the last 20% of each novel, pretraining reads only the
 first 80%):
 - `speech`: is this sentence spoken by a character or the narrator's? (labels: the author's quotation marks,
-  removed from the input) — at 16 and 64 labeled sentences per class, and all 1,000 per class;
+  removed from the input) — at 16 (10 and 20 epochs), 32 and 64 labeled sentences per class, and all 1,000 per
+  class (fully fine-tuned, and frozen with a linear head);
 - `novel`: which of the six novels is this passage from? (all 400 passages per class).
 
 Pretrains `mlm_rope` on the unlabeled part (exactly as `selfsup demo` does: same recipe, same 800 steps, same text)
@@ -37,7 +38,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the recipe's)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--lr", default="1e-3")
-    ap.add_argument("--tasks", default="speech-16,speech-64,speech-all,novel-all")
+    ap.add_argument("--tasks", default="speech-16,speech-16-long,speech-32,speech-64,speech-all,"
+                    "speech-all-frozen,novel-all")
     args = ap.parse_args()
     out = ROOT / "bench" / "results" / "pretrained_vs_scratch"
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,9 +49,11 @@ def main() -> None:
         if not args.pretrained:
             pretrain("mlm_rope", [speech["unlabeled"]], run, max_steps=args.steps, progress=False)
         specs = {
-            "speech-16": {"task": speech, "shots": 16, "epochs": 20},
+            "speech-16": {"task": speech, "shots": 16, "epochs": 10},
+            "speech-16-long": {"task": speech, "shots": 16, "epochs": 20},
             "speech-32": {"task": speech, "shots": 32, "epochs": 15},
             "speech-64": {"task": speech, "shots": 64, "epochs": 10},
+            "speech-all-frozen": {"task": speech, "epochs": 3, "method": "linear"},
             "speech-all": {"task": speech, "epochs": 3},
             "novel-all": {"task": novel, "epochs": 5},
         }
@@ -58,8 +62,9 @@ def main() -> None:
             spec = specs[name]
             t = {"name": name, "task": "sequence-classification", "train": spec["task"]["train"],
                  "eval": spec["task"]["eval"], "epochs": spec["epochs"]}
-            if "shots" in spec:
-                t["shots"] = spec["shots"]
+            for key in ("shots", "method"):
+                if key in spec:
+                    t[key] = spec[key]
             tasks.append(t)
         suite = {"title": "tiny BERT (rotary positions): selfsup MLM-pretrained vs scratch on two Austen tasks",
                  "defaults": {"seed": 0, "seeds": args.seeds,

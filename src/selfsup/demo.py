@@ -3,7 +3,7 @@ scikit-learn's handwritten digits).
 
 Text: pretrains a tiny BERT with masked-language modelling on the first 80% of each novel, then shows what it
 learned: cloze predictions for words masked in held-out passages, its top-1/top-5 accuracy against a
-word-frequency baseline, and the loss curve; then fine-tunes it on 32 labeled sentences per class of a real
+word-frequency baseline, and the loss curve; then fine-tunes it on 16 labeled sentences per class of a real
 task (is this sentence a character's speech or the narrator's? evaluated on the novels' last 20%) against the
 same model from scratch, with both curves in one plot. Images: SimCLR on the digits, a linear probe of its features against a random-init encoder, and a PCA
 picture of both.
@@ -107,7 +107,8 @@ def _most_frequent_word(freq: Counter, tok) -> int:
     return _MOST_FREQUENT.get(key, -1)
 
 
-def downstream_section(out: Path, pretrained: Path, task: dict, console, shots: int = 32, epochs: int = 15) -> dict:
+def downstream_section(out: Path, pretrained: Path, task: dict, console, shots: int = 16,
+                       epochs: int = 10) -> dict:
     """The pretrained model fine-tuned on a real labeled task with few labels — is this sentence spoken by a
     character or the narrator's? — against the same architecture from a random init; one plot of both curves."""
     from selfsup.adapt.finetune import finetune
@@ -233,7 +234,7 @@ def run_demo(out: str = "runs/demo", steps: int | None = None, force: bool = Fal
                   f"{cloze['cloze_words']} held-out words (always guessing the most frequent word: "
                   f"{cloze['frequency_baseline_top1']:.1%})")
     summary.update(downstream_section(out_path, pretrain_dir, task, console,
-                                      epochs=15 if steps is None else 1))
+                                      epochs=10 if steps is None else 1))
     summary.update(image_section(out_path, console, steps=200 if steps is None else steps))
     summary["seconds"] = round(time.perf_counter() - started, 1)
     from selfsup.fileio import atomic_write_json
