@@ -120,3 +120,12 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     else:  # a batch of unlabeled rows only: no hard-label term (kept in the graph as an exact zero)
         ce = student.sum() * 0.0
     return alpha * t * t * kl + (1 - alpha) * ce
+
+
+def soft_target_kl(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """PET's final-classifier loss (Schick & Schütze 2021, "Exploiting Cloze Questions for Few Shot Text
+    Classification and Natural Language Inference"): KL(q || softmax(logits)) = sum_c q_c (log q_c - log p_c),
+    averaged over rows. Predicts the ensemble's soft label q (rows of probabilities) from the classifier's
+    logits; zero-probability classes contribute 0 (0 log 0 = 0)."""
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    return F.kl_div(log_p, target_probs.detach().float(), reduction="batchmean")

@@ -32,7 +32,10 @@ def _finetune(args: argparse.Namespace) -> int:
                  text_column=args.text_column, pair_column=args.pair_column, label_column=args.label_column,
                  epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, overrides=args.set,
                  train_fraction=args.train_fraction, shots=args.shots, seeds=args.seeds,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, unlabeled=args.unlabeled)
+    if m.get("ensemble"):  # --method pet: the pattern ensemble that made the soft labels
+        ensemble = {k: v for k, v in m["ensemble"].items() if k != "examples"}
+        print(f"PET ensemble of {len(m['pvps'])} patterns: {_fmt(ensemble)}")
     shown = m.get("eval_mean_std") or {k: v for k, v in m["eval"].items() if k != "examples"}
     print(f"eval: {_fmt(shown) if 'eval_mean_std' not in m else ', '.join(f'{k}={v}' for k, v in shown.items())}")
     print(f"trainable parameters {m['trainable_parameters']:,} of {m['total_parameters']:,}"
@@ -169,14 +172,17 @@ def add_parser(sub) -> None:
     ft.add_argument("--eval", required=True, metavar="FILE")
     ft.add_argument("--out", required=True, metavar="DIR", help="new folder: model/, metrics.json, curves.png")
     ft.add_argument("--method", choices=("full", "linear", "lora", "adapter", "prefix", "soft-prompt", "early-exit",
-                                           "prompt"),
+                                           "prompt", "pet"),
                     default="full", help="full: train everything; linear: freeze the backbone, train the head; "
                     "lora | adapter (Houlsby) | prefix | soft-prompt: parameter-efficient, saves only the small "
                     "task artifact (--set lora_r=, lora_alpha=, lora_dropout=, adapter_size=, num_virtual_tokens=); "
                     "early-exit: a classifier on every layer (--set exit_training=joint|two-stage; then "
                     "`selfsup early-exit` sweeps exit thresholds); prompt: the LM head fills a template's "
                     "blank with label words, no new head (--set template='{text} It was {mask}.', "
-                    "verbalizer='{pos: great, neg: [bad, awful]}' or a .json/.yaml file, demonstrations=true)")
+                    "verbalizer='{pos: great, neg: [bad, awful]}' or a .json/.yaml file, demonstrations=true); "
+                    "pet: PET/iPET, prompt-tuned patterns soft-label --unlabeled and a classifier learns them "
+                    "(--set patterns='[\"{text} It was {mask}.\", \"{mask}: {text}\"]', verbalizers=[...], "
+                    "pet_temperature=2, pet_weighting=accuracy|uniform, ipet_rounds=N)")
     ft.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained",
                     help="scratch: the same architecture, randomly initialized")
     _columns(ft)
@@ -191,6 +197,8 @@ def add_parser(sub) -> None:
     ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="e.g. --set lr=3e-4 --set batch_size=16 (keys: lr, batch_size, max_length, "
                          "warmup_ratio, weight_decay, schedule, dropout, threads, device, doc_stride, ...)")
+    ft.add_argument("--unlabeled", metavar="FILE", help="--method pet: unlabeled examples (same format and "
+                    "columns as --train; labels ignored) soft-labeled by the pattern ensemble")
     ft.add_argument("--no-progress", action="store_true", help="no per-epoch lines")
     ft.set_defaults(func=_finetune)
 

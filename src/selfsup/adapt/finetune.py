@@ -63,6 +63,21 @@ class FinetuneConfig:
                                            "prediction entropy is below this")
     exit_patience: int | None = bounded(None, ge=1, doc="early-exit model (evaluate/predict): exit after this "
                                         "many layers with an unchanged prediction")
+    patterns: Any = dataclasses.field(
+        default=None, metadata={"doc": "--method pet: templates, one per pattern-verbalizer pair (a YAML list "
+                                       "of quoted templates, or a .json/.yaml file holding one)"})
+    verbalizers: Any = dataclasses.field(
+        default=None, metadata={"doc": "--method pet: one verbalizer per pattern (YAML list); or `verbalizer` "
+                                       "shared by all"})
+    pet_weighting: Literal["accuracy", "uniform"] = dataclasses.field(
+        default="accuracy", metadata={"doc": "--method pet: weight each pattern by its training accuracy "
+                                             "before training (PET), or uniformly"})
+    pet_temperature: float = bounded(2.0, gt=0, doc="--method pet: soft labels = softmax(ensemble scores / T)")
+    pet_final_epochs: int | None = bounded(None, ge=1, doc="--method pet: epochs of the final classifier on the "
+                                           "soft labels (default: as the patterns)")
+    ipet_rounds: int = bounded(0, ge=0, doc="--method pet: iPET rounds (pattern models retrained on labels "
+                                "plus the other patterns' pseudo-labels)")
+    ipet_factor: int = bounded(5, ge=2, doc="--method pet: iPET growth d (round r trains on len(labeled) * d^r)")
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda") and self.device != "mps":
@@ -80,7 +95,11 @@ def parse_overrides(pairs: Sequence[str], base: dict | None = None) -> FinetuneC
         if key.strip() == "template":  # `{text} It was {mask}.` is text, not YAML
             data["template"] = value
             continue
-        data[key.strip()] = yaml.safe_load(value)
+        try:
+            data[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:  # e.g. patterns=[{text} ...] unquoted: one line, not a traceback
+            raise SelfsupError(f"{key.strip()}: not valid YAML ({str(e).splitlines()[0]}); quote texts with "
+                               f"braces, e.g. '[\"{{text}} It was {{mask}}.\"]'") from None
     return from_dict(FinetuneConfig, data)
 
 
@@ -462,16 +481,27 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
              init: str = "pretrained", text_column: str | None = None, pair_column: str | None = None,
              label_column: str | None = None, epochs: int | None = None, max_steps: int | None = None,
              seed: int = 0, overrides: Sequence[str] = (), train_fraction: float | None = None,
-             shots: int | None = None, seeds: int = 1, progress: bool = False) -> dict[str, Any]:
+             shots: int | None = None, seeds: int = 1, progress: bool = False,
+             unlabeled: str | None = None) -> dict[str, Any]:
     """Fine-tune `model` on `task`; returns what is written to `out/metrics.json`.
 
     With `seeds > 1` the run repeats with seeds seed, seed+1, ... (each in `out/seed-S/`, the few-label
-    subset re-drawn per seed) and `metrics.json` reports the mean and standard deviation of each metric."""
+    subset re-drawn per seed) and `metrics.json` reports the mean and standard deviation of each metric.
+    `unlabeled` (a file like `train`, labels ignored) is for `method="pet"` only."""
     from selfsup.adapt import image_task
 
+    if unlabeled is not None and method != "pet":
+        raise SelfsupError(f"--unlabeled: only --method pet uses unlabeled examples (got --method {method})")
     if image_task.handles(task, model):  # image-classification, or an image encoder given a text task
         return image_task.finetune_image(
             model, task, train, eval, out, method=method, init=init, text_column=text_column,
+            pair_column=pair_column, label_column=label_column, epochs=epochs, max_steps=max_steps, seed=seed,
+            overrides=overrides, train_fraction=train_fraction, shots=shots, seeds=seeds, progress=progress)
+    if method == "pet":  # pattern ensembles soft-label --unlabeled; a classifier learns them (selfsup.adapt.pet)
+        from selfsup.adapt.pet import finetune_pet
+
+        return finetune_pet(
+            model, task, train, eval, out, unlabeled=unlabeled, init=init, text_column=text_column,
             pair_column=pair_column, label_column=label_column, epochs=epochs, max_steps=max_steps, seed=seed,
             overrides=overrides, train_fraction=train_fraction, shots=shots, seeds=seeds, progress=progress)
     if method == "prompt":  # the LM head fills a template's blank: no new head (selfsup.adapt.prompting)
@@ -526,11 +556,12 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
 
 
 def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], dict[str, Any]],
-               config: dict[str, Any], shared: Sequence[str] = ()) -> dict[str, Any]:
+               config: dict[str, Any], shared: Sequence[str] = (),
+               summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run `train_seed(s, folder)` for s = seed, seed+1, ... inside an atomically renamed `out` (one `seed-S/`
     sub-folder each when there are several) and write `metrics.json`: the single run's metrics, or the mean
     and standard deviation of every eval metric with the per-seed runs. `shared` names extra keys that are the
-    same for every seed and are copied from the first run."""
+    same for every seed and are copied from the first run; `summarize(runs)` adds a method's own aggregates."""
     import numpy as np
 
     from selfsup.fileio import atomic_dir, atomic_write_json
@@ -556,6 +587,8 @@ def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path
                            "eval_mean_std": {k: f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys},
                            "runs": [{"seed": r["seed"], "folder": f"seed-{r['seed']}", "eval": r["eval"],
                                      "history": r["history"]} for r in runs]})
+            if summarize is not None:  # a method's own per-seed results, aggregated (e.g. PET's ensemble)
+                result.update(summarize(runs))
         result["config"] = config
         atomic_write_json(tmp / "metrics.json", result)
     return result
