@@ -129,15 +129,18 @@ def test_adapter_run_saves_only_adapters_and_reloads(bert, novels, tmp_path):
     assert evaluate_finetuned(tmp_path / "run", novels["eval"])["eval"]["accuracy"] == m["eval"]["accuracy"]
 
 
-def test_two_task_artifacts_share_one_backbone(bert, tmp_path):
+@pytest.mark.parametrize("method,sets", [("lora", ["lr=1e-2"]), ("adapter", ["lr=1e-2", "adapter_size=8"])])
+def test_two_task_artifacts_share_one_backbone(bert, tmp_path, method, sets):
     three = austen_novels_task(tmp_path / "three", train_per_class=20, eval_per_class=8,
                                novels=["persuasion", "emma", "northangerabbey"])
     two = austen_novels_task(tmp_path / "two", train_per_class=20, eval_per_class=8,
                              novels=["persuasion", "emma"])
-    for name, task in (("a", two), ("b", three)):
+    for name, task, extra in (("a", two, []), ("b", three, ["adapter_size=4"] * (method == "adapter"))):
         finetune(bert, "sequence-classification", task["train"], task["eval"], tmp_path / name, max_steps=3,
-                 method="lora", seed=len(name), overrides=FAST + ["lr=1e-2"])
+                 method=method, seed=len(name), overrides=FAST + sets + extra)
     shared, tok, infos = load_shared([tmp_path / "a", tmp_path / "b"])
+    backbone = {n: p.data_ptr() for n, p in shared.named_parameters()
+                if not any(w in n for w in ("classifier", "pooler", "adapter", "lora", "LayerNorm"))}
     assert [len(i["labels"]) for i in infos.values()] == [2, 3]
     batch = tok(["Anne walked to Bath.", "Emma sat at Hartfield."], padding=True, return_tensors="pt")
     for name, folder in zip(infos, ("a", "b")):
@@ -148,6 +151,20 @@ def test_two_task_artifacts_share_one_backbone(bert, tmp_path):
             want = alone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         assert got.shape == want.shape == (2, len(infos[name]["labels"]))
         assert torch.allclose(got, want, atol=1e-5)
+        # switching tasks leaves the one backbone where it was: no copy per task
+        assert {n: p.data_ptr() for n, p in shared.named_parameters() if n in backbone} == backbone
+
+
+def test_artifacts_of_two_kinds_cannot_share_a_backbone(bert, tmp_path):
+    two = austen_novels_task(tmp_path / "two", train_per_class=8, eval_per_class=4, novels=["persuasion", "emma"])
+    for method in ("lora", "adapter", "full"):
+        finetune(bert, "sequence-classification", two["train"], two["eval"], tmp_path / method, max_steps=1,
+                 method=method, overrides=FAST)
+    for folders, words in (([tmp_path / "lora", tmp_path / "adapter"], "cannot share"),
+                           ([tmp_path / "lora", tmp_path / "full"], "--method full")):
+        with pytest.raises(SelfsupError) as e:
+            load_shared(folders)
+        assert words in str(e.value) and "\n" not in str(e.value)
 
 
 def test_unsupported_method_family_is_a_one_line_error(tmp_path, persuasion, novels):

@@ -10,6 +10,10 @@ and the task head train, as in the paper.
 The adapters hook the output of the existing projections (forward hooks), so the backbone's weight names are
 unchanged and the artifact holds only `adapters.safetensors` (adapters + norms + head) and `adapters.json`.
 ALBERT shares its layers across depth, so it gets one pair of adapters per shared layer.
+
+Several adapter artifacts made on one backbone share it (`peft_methods.load_shared`): the backbone is loaded once
+and each task keeps only its own tensors (adapters, norms, head), which `use_tensors` points the model's
+parameters at when its task is made active — no copy, and adapter sizes and label counts may differ per task.
 """
 from __future__ import annotations
 
@@ -132,3 +136,27 @@ def load_adapters(model, folder: Path) -> None:
             if params[n].shape != t.shape:
                 raise SelfsupError(f"{folder}: {n} has shape {tuple(t.shape)}, the model {tuple(params[n].shape)}")
             params[n].copy_(t)
+
+
+def read_adapter_tensors(model, folder: Path) -> dict:
+    """The tensors of the adapter artifact in `folder`, checked against `model` (which already has adapters):
+    every tensor must have a place, and every trainable parameter of the model must be given one."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(folder) / ADAPTER_WEIGHTS))
+    params = dict(model.named_parameters())
+    missing = [n for n in tensors if n not in params]
+    if missing:
+        raise SelfsupError(f"{folder}: adapter tensors with no place in the model: {', '.join(missing[:3])}")
+    ungiven = [n for n, p in params.items() if ("_adapter." in n or p.requires_grad) and n not in tensors]
+    if ungiven:
+        raise SelfsupError(f"{folder}: the artifact gives no value for {', '.join(ungiven[:3])} (another backbone?)")
+    return tensors
+
+
+def use_tensors(model, tensors: dict) -> None:
+    """Point the named parameters of `model` at `tensors` (a task's adapters, norms and head): a switch of
+    task without copying; shapes may change (an adapter of another size, a head of another label count)."""
+    params = dict(model.named_parameters())
+    for n, t in tensors.items():
+        params[n].data = t

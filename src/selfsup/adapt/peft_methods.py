@@ -194,27 +194,49 @@ def load_artifact(folder: Path, info: dict, tok):
 
 
 def load_shared(folders: list[str | Path]):
-    """Several peft task artifacts (made on the same backbone, label sets may differ) on ONE backbone
-    instance: returns (model, tokenizer, {name: task info}) where the names are "task0", "task1", ...;
-    `use_task(model, infos, name)` switches the active task (its adapter weights and head)."""
+    """Several task artifacts made on the same backbone (label sets may differ) on ONE backbone instance:
+    returns (model, tokenizer, {name: task info}) where the names are "task0", "task1", ...;
+    `use_task(model, infos, name)` switches the active task. All peft artifacts (lora / prefix / soft-prompt:
+    peft's named adapters) or all Houlsby adapter artifacts (each task's adapters, norms and head held
+    beside the one backbone)."""
+    from selfsup.adapt.heads import TASK_FILE, load_tokenizer, quiet_transformers
+
+    quiet_transformers()
+    infos: dict[str, dict] = {}
+    for i, f in enumerate(folders):
+        f = Path(f)
+        f = f / "model" if (f / "model" / TASK_FILE).is_file() else f
+        if not (f / TASK_FILE).is_file():
+            raise SelfsupError(f"{f}: not a fine-tuned model (no {TASK_FILE}; make one with `selfsup finetune`)")
+        info = json.loads((f / TASK_FILE).read_text())
+        if info.get("method") not in EFFICIENT_METHODS:
+            raise SelfsupError(f"{f}: a --method {info.get('method')} model is not a task artifact "
+                               f"({'/'.join(EFFICIENT_METHODS)}); cannot share a backbone")
+        infos[f"task{i}"] = {**info, "folder": str(f)}
+    if not infos:
+        raise SelfsupError("load_shared: no task artifacts given")
+    families = {"adapter" if i["method"] == "adapter" else "peft" for i in infos.values()}
+    if len(families) > 1:
+        raise SelfsupError("load_shared: Houlsby adapter artifacts and peft artifacts cannot share a backbone "
+                           "(give all of one kind)")
+    sources = {str(Path(i.get("source_model") or "").resolve()) for i in infos.values()}
+    if families == {"adapter"} and len(sources) > 1:
+        raise SelfsupError(f"load_shared: the artifacts were made on different backbones: {sorted(sources)}")
+    tok = load_tokenizer(Path(next(iter(infos.values()))["folder"]))
+    model = (_shared_adapters if families == {"adapter"} else _shared_peft)(infos, tok)
+    use_task(model, infos, next(iter(infos)))
+    return model.eval(), tok, infos
+
+
+def _shared_peft(infos: dict[str, dict], tok):
     import torch
     from peft import PeftConfig, PeftModel
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
-    from selfsup.adapt.heads import TASK_FILE, load_tokenizer, quiet_transformers
-
-    quiet_transformers()
-    infos, model, tok = {}, None, None
-    for i, f in enumerate(folders):
-        f = Path(f)
-        f = f / "model" if (f / "model" / TASK_FILE).is_file() else f
-        info = json.loads((f / TASK_FILE).read_text())
-        if info.get("method") not in PEFT_METHODS:
-            raise SelfsupError(f"{f}: not a {'/'.join(PEFT_METHODS)} artifact; cannot share a backbone")
-        name = f"task{i}"
-        infos[name] = info
+    model = None
+    for name, info in infos.items():
+        f = Path(info["folder"])
         if model is None:
-            tok = load_tokenizer(f)
             model = PeftModel.from_pretrained(_base_for(f, info, tok, info["method"]), str(f), adapter_name=name)
             continue
         model.add_adapter(name, PeftConfig.from_pretrained(str(f)))
@@ -230,15 +252,35 @@ def load_shared(folders: list[str | Path]):
         bad = [k for k in getattr(result, "unexpected_keys", []) if name in k]
         if bad:
             raise SelfsupError(f"{f}: artifact tensors with no place on the shared backbone: {bad[:3]}")
-    use_task(model, infos, next(iter(infos)))
-    return model.eval(), tok, infos
+    return model
+
+
+def _shared_adapters(infos: dict[str, dict], tok):
+    from selfsup.adapt.adapters import ADAPTER_CONFIG, add_adapters, mark_trainable, read_adapter_tensors
+
+    first = next(iter(infos.values()))
+    model = _base_for(Path(first["folder"]), first, tok, "adapter")
+    desc = json.loads((Path(first["folder"]) / ADAPTER_CONFIG).read_text())
+    add_adapters(model, int(desc["adapter_size"]))
+    mark_trainable(model, {n for n in desc.get("tensors", []) if "_adapter." not in n})
+    model.selfsup_task_tensors = {name: read_adapter_tensors(model, Path(info["folder"]))
+                                  for name, info in infos.items()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def use_task(model, infos: dict, name: str) -> None:
     """Make `name` the active task of a `load_shared` model."""
-    model.set_adapter(name)
+    if hasattr(model, "selfsup_task_tensors"):  # Houlsby adapters: point the parameters at this task's tensors
+        from selfsup.adapt.adapters import use_tensors
+
+        use_tensors(model, model.selfsup_task_tensors[name])
+        base = model
+    else:
+        model.set_adapter(name)
+        base = model.get_base_model()
     labels = infos[name].get("labels")
-    base = model.get_base_model()
     if labels:
         base.num_labels = base.config.num_labels = len(labels)
         base.config.id2label = dict(enumerate(labels))
