@@ -4,7 +4,7 @@ training and 100 evaluation passages per novel; evaluation passages come from th
 pretraining never reads).
 
     SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/adapt_methods.py [--mlm RUN] [--gpt RUN] \
-        [--parts methods,few,exit] [--seeds 3]
+        [--parts methods,few,exit,smaller] [--seeds 3] [--work DIR]
 
 Backbones (pretrained here unless given): `mlm_rope` (the demo's tiny BERT with rotary positions, 800 steps) and
 `gpt` (a tiny GPT-2, 300 steps of 16 x 256-token blocks, 512 positions, for in-context learning), both on the task's
@@ -16,7 +16,10 @@ Parts (tables to stdout and bench/results/adapt/<part>.md):
   (mean ± std over seeds), training time, inference time (the evaluation file, batch 64);
 - `few`: 16 / 32 / 64 labels per class — classifier head vs prompt + verbalizer vs PET vs in-context (the
   tiny GPT's 512 positions hold at most 4 demonstrations of ~60 tokens, so in-context uses K = 0, 1, 4);
-- `exit`: the early-exit speed/accuracy sweep of the `methods` part's early-exit model (entropy thresholds).
+- `exit`: the early-exit speed/accuracy sweep of the `methods` part's early-exit model (entropy thresholds);
+- `smaller`: accuracy vs size of the `methods` part's fully fine-tuned model (seed 0): head and layer pruning
+  (`selfsup prune --sweep`, with and without 2 epochs of recovery fine-tuning) and a 1-layer student distilled
+  from it (alpha 0.5, T 2) against the same student trained on the labels alone (alpha 0).
 """
 from __future__ import annotations
 
@@ -144,11 +147,32 @@ def part_exit(task: dict, work: Path) -> str:
     return (OUT / "early_exit" / "sweep.md").read_text() if (OUT / "early_exit" / "sweep.md").exists() else str(res)
 
 
+def part_smaller(task: dict, work: Path, seeds: int) -> str:
+    teacher = work / "methods" / "full"
+    teacher = teacher / "seed-0" if (teacher / "seed-0").is_dir() else teacher
+    lines = []
+    for epochs in (0, 2):
+        out = work / "smaller" / f"prune-sweep-{epochs}"
+        prune(teacher, task["eval"], out, sweep=True, importance_data=task["train"], train=task["train"],
+              finetune_epochs=epochs, overrides=["threads=2", "lr=1e-4"])
+        lines += [f"Pruning, {epochs} epochs of recovery fine-tuning:", "", (out / "table.md").read_text()]
+    lines += ["Distillation into 1 of the 2 layers (DistilBERT-style init from the teacher), 5 epochs:", "",
+              "| student | parameters | accuracy | compression |", "|---|---|---|---|"]
+    for alpha in (0.5, 0.0):
+        d = distill(teacher, None, task["train"], task["eval"], work / "smaller" / f"distill-{alpha}", epochs=5,
+                    seeds=seeds, overrides=COMMON + ["lr=1e-3", "student_layers=1", "temperature=2",
+                                                     f"alpha={alpha}"])
+        name = "distilled (alpha 0.5, T 2)" if alpha else "labels only (alpha 0)"
+        lines.append(f"| {name} | {d['trainable_parameters']:,} | "
+                     f"{_mean_std([r['eval']['accuracy'] for r in _runs(d)])} | {d['compression']}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mlm", help="a `selfsup pretrain mlm_rope` run on the task's unlabeled text")
     ap.add_argument("--gpt", help="a `selfsup pretrain gpt` run (>= 512 positions) on the task's unlabeled text")
-    ap.add_argument("--parts", default="methods,few,exit")
+    ap.add_argument("--parts", default="methods,few,exit,smaller")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--work", help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
@@ -171,7 +195,8 @@ def main() -> None:
             start = time.perf_counter()
             table = {"methods": lambda: part_methods(task, mlm, work, args.seeds),
                      "few": lambda: part_few(task, mlm, gpt, work, args.seeds),
-                     "exit": lambda: part_exit(task, work)}[part]()
+                     "exit": lambda: part_exit(task, work),
+                     "smaller": lambda: part_smaller(task, work, args.seeds)}[part]()
             (OUT / f"{part}.md").write_text(table + "\n")
             print(f"## {part} ({time.perf_counter() - start:.0f} s)\n\n{table}\n", flush=True)
 

@@ -165,3 +165,14 @@ def test_embed_sentences_tokens_and_word_similarity(bert, tmp_path, capsys):
     tok = np.load(tmp_path / "t" / "embeddings.npy")
     index = [json.loads(x) for x in open(tmp_path / "t" / "index.jsonl")]
     assert tok.shape[0] == len(index) > 4 and index[0]["text"].lower() == "anne"
+
+
+def test_suite_curves_are_the_mean_over_seeds():
+    from selfsup.adapt.suite import mean_history
+
+    runs = [{"history": [{"epoch": 1, "train_loss": 1.0, "accuracy": 0.5}, {"epoch": 2, "train_loss": 0.5}]},
+            {"history": [{"epoch": 1, "train_loss": 3.0, "accuracy": 0.7}, {"epoch": 2, "train_loss": 1.5}]}]
+    assert mean_history({"runs": runs}) == [{"epoch": 1, "train_loss": 2.0, "accuracy": 0.6},
+                                            {"epoch": 2, "train_loss": 1.0}]
+    single = [{"epoch": 1, "train_loss": 1.0}]
+    assert mean_history({"history": single}) == single

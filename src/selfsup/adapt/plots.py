@@ -11,7 +11,8 @@ def _figure_bytes(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure made with layout="constrained" places its own title
+        fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
@@ -86,8 +87,11 @@ def plot_suite(curves: Mapping[str, Mapping[str, Sequence[dict]]], metrics: Mapp
 
     from selfsup.fileio import atomic_write_bytes
 
+    from matplotlib.ticker import MaxNLocator
+
     tasks = list(curves)
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.4 * len(tasks)), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.4 * len(tasks)), dpi=110, squeeze=False,
+                             layout="constrained")  # the suptitle gets its own room above the first row
     for (ax_loss, ax_metric), task in zip(axes, tasks):
         metric = metrics[task]
         for i, (name, rows) in enumerate(curves[task].items()):
@@ -101,6 +105,7 @@ def plot_suite(curves: Mapping[str, Mapping[str, Sequence[dict]]], metrics: Mapp
         ax_metric.set_title(f"{task}: eval {metric}")
         for ax in (ax_loss, ax_metric):
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     if title:

@@ -159,16 +159,30 @@ def run_suite(path: str | Path, out: str | Path | None = None, progress: bool = 
                              "method": m["method"], "metric": metric, "score": m["eval"][metric],
                              "std": (m.get("eval_std") or {}).get(metric), "eval": m["eval"],
                              "run": str(run)})
-                history = m.get("history") or (m.get("runs") or [{}])[0].get("history", [])
-                curves.setdefault(task.name, {})[f"{spec.name} {init}"] = history
+                curves.setdefault(task.name, {})[f"{spec.name} {init}"] = mean_history(m)
     table = _table(suite, rows)
     result = {"title": suite.title, "rows": rows, "table": table, "markdown": _markdown(suite, table),
               "out": str(out_dir)}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "results.md", result["markdown"] + "\n")
     atomic_write_json(out_dir / "results.json", result)
-    plot_suite(curves, {t.name: MAIN_METRIC[t.task] for t in suite.tasks}, out_dir / "curves.png", suite.title)
+    title = suite.title + (f" (curves: mean of {d.seeds} seeds)" if d.seeds > 1 else "")
+    plot_suite(curves, {t.name: MAIN_METRIC[t.task] for t in suite.tasks}, out_dir / "curves.png", title)
     return result
+
+
+def mean_history(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's per-epoch history; with several seeds, the mean over the seeds epoch by epoch (the epochs the
+    seeds share)."""
+    runs = [r.get("history") or [] for r in metrics.get("runs") or []]
+    if not runs:
+        return metrics.get("history") or []
+    mean = []
+    for rows in zip(*runs):
+        keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and all(k in r for r in rows)]
+        mean.append({k: rows[0][k] if all(r[k] == rows[0][k] for r in rows) else sum(r[k] for r in rows) / len(rows)
+                     for k in keys})
+    return mean
 
 
 def _table(suite: Suite, rows: list[dict]) -> list[dict[str, Any]]:
