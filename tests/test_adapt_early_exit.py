@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from conftest import run_cli
 from selfsup.adapt.early_exit import (build_early_exit, early_exit_predict, exit_sweep, intermediate_loss,
                                       joint_loss, pabee_weights, patience_exit_layers, prediction_entropy,
-                                      run_stage, save_early_exit, set_exit_rule)
+                                      run_stage, save_early_exit)
 from selfsup.adapt.finetune import collate, encode, evaluate_finetuned, finetune, parse_overrides, predict
 from selfsup.adapt.heads import load_finetuned, load_tokenizer, save_task
 from selfsup.adapt.tasks import austen_novels_task, columns_for, read_task

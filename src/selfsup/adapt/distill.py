@@ -185,9 +185,7 @@ def distill(teacher: str | Path, student: str | Path | None, train: str, eval: s
 def _train_student(source: Path, tok, kind: str, labels: list[str], columns, cfg: DistillConfig, *, init: str,
                    seed: int, out: Path, train_ex: list, extra_ex: list, eval_ex: list, soft: list[list[float]],
                    teacher_info: dict, progress: bool) -> dict[str, Any]:
-    import torch
-
-    from selfsup.adapt.finetune import (MAIN_METRIC, _MODEL_INPUTS, _device, collate, encode, fit,
+    from selfsup.adapt.finetune import (MAIN_METRIC, _device, collate, encode, fit, logits_of,
                                         keep_token_types, model_positions, run_eval)
     from selfsup.adapt.heads import build_model, count_parameters, save_task
     from selfsup.adapt.plots import plot_history
@@ -217,19 +215,15 @@ def _train_student(source: Path, tok, kind: str, labels: list[str], columns, cfg
     eval_feats = encode(kind, tok, eval_ex, labels, max_length, types, cfg)
     pad_id = tok.pad_token_id
 
-    def collate_fn(chunk: Sequence[dict]) -> dict:
-        batch = collate(chunk, pad_id, device)
-        batch["teacher_logits"] = torch.tensor([f["teacher_logits"] for f in chunk], device=device)
-        return batch
-
     def loss_fn(m, batch: dict):
-        logits = m(**{k: v for k, v in batch.items() if k in _MODEL_INPUTS}).logits
-        return distillation_loss(logits, batch["teacher_logits"], batch["labels"], cfg.temperature, cfg.alpha)
+        return distillation_loss(logits_of(m, batch), batch["teacher_logits"], batch["labels"], cfg.temperature,
+                                 cfg.alpha)
 
     lr = cfg.lr or 1e-4
     started = time.perf_counter()
     history, ev, step, epochs = fit(
-        model, feats, cfg, lr=lr, seed=seed, device=device, loss_fn=loss_fn, collate_fn=collate_fn,
+        model, feats, cfg, lr=lr, seed=seed, device=device, loss_fn=loss_fn,
+        collate_fn=lambda chunk: collate(chunk, pad_id, device),
         eval_fn=lambda m: run_eval(m, eval_feats, eval_ex, kind, labels, cfg, pad_id, device),
         main_metric=MAIN_METRIC[kind] if progress else None)
     seconds = time.perf_counter() - started

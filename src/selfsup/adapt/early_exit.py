@@ -454,8 +454,6 @@ def train_early_exit(source: Path, data, cfg, *, init: str, seed: int, out: Path
                      progress: bool) -> dict[str, Any]:
     """`selfsup finetune --method early-exit` for one seed: train (joint or two-stage), evaluate the full
     depth and every exit head, save `model/` and `metrics.json`, plot the curves."""
-    import torch
-
     ft = importlib.import_module("selfsup.adapt.finetune")  # the module (`selfsup.adapt.finetune` is also a function)
     from selfsup.adapt.heads import count_parameters, load_tokenizer, save_task
     from selfsup.adapt.plots import plot_history

@@ -186,7 +186,15 @@ def collate(feats: Sequence[dict], pad_id: int, device) -> dict:
     for key in ("start_positions", "end_positions"):
         if key in feats[0]:
             batch[key] = torch.tensor([f[key] for f in feats])
+    for key in ("teacher_logits", "soft_labels"):  # per-example soft targets (distillation, PET)
+        if key in feats[0]:
+            batch[key] = torch.tensor([f[key] for f in feats], dtype=torch.float32)
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def logits_of(model, batch: dict):
+    """The model's logits on a collated batch (its inputs only, never its targets)."""
+    return model(**{k: v for k, v in batch.items() if k in _MODEL_INPUTS}).logits
 
 
 def _batches(feats: Sequence[dict], size: int) -> Iterator[Sequence[dict]]:

@@ -317,9 +317,7 @@ def _train_final(source: Path, data, pool: list, soft, cfg, *, init: str, seed: 
                  progress: bool) -> dict[str, Any]:
     """The final classifier: a sequence-classification head, full fine-tuning on the unlabeled texts with
     KL(soft labels || its prediction); saved in `out/model` (HF format + task.json, `method: pet`)."""
-    import torch
-
-    from selfsup.adapt.finetune import (MAIN_METRIC, _MODEL_INPUTS, _device, collate, encode, fit,
+    from selfsup.adapt.finetune import (MAIN_METRIC, _device, collate, encode, fit, logits_of,
                                         keep_token_types, model_positions, run_eval)
     from selfsup.adapt.heads import build_model, count_parameters, load_tokenizer, save_task
     from selfsup.adapt.plots import plot_history
@@ -338,21 +336,16 @@ def _train_final(source: Path, data, pool: list, soft, cfg, *, init: str, seed: 
     eval_feats = encode(data.kind, tok, data.eval, data.labels, max_length, types, cfg)
     pad_id = tok.pad_token_id
 
-    def collate_fn(chunk: Sequence[dict]) -> dict:
-        batch = collate(chunk, pad_id, device)
-        batch["soft_labels"] = torch.tensor([f["soft_labels"] for f in chunk], device=device)
-        return batch
-
     def loss_fn(m, batch: dict):
-        return soft_target_kl(m(**{k: v for k, v in batch.items() if k in _MODEL_INPUTS}).logits,
-                              batch["soft_labels"])
+        return soft_target_kl(logits_of(m, batch), batch["soft_labels"])
 
     final_cfg = dataclasses.replace(cfg, epochs=cfg.pet_final_epochs, max_steps=None) if cfg.pet_final_epochs \
         else cfg
     lr = cfg.lr or 1e-4
     started = time.perf_counter()
     history, ev, step, epochs = fit(
-        model, feats, final_cfg, lr=lr, seed=seed, device=device, loss_fn=loss_fn, collate_fn=collate_fn,
+        model, feats, final_cfg, lr=lr, seed=seed, device=device, loss_fn=loss_fn,
+        collate_fn=lambda chunk: collate(chunk, pad_id, device),
         eval_fn=lambda m: run_eval(m, eval_feats, data.eval, data.kind, data.labels, cfg, pad_id, device),
         main_metric=MAIN_METRIC[data.kind] if progress else None)
     seconds = time.perf_counter() - started
