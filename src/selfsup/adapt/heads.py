@@ -36,6 +36,8 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*was not found in model.*")
+    # peft 0.21 asks transformers 5 for a renamed property on every wrap: not the user's to act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 
 def resolve_checkpoint(model: str | Path) -> Path:
