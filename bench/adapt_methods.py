@@ -1,25 +1,31 @@
-"""Adapting a pretrained model with few labels and few parameters, measured on one real labeled text data set:
-"which Austen novel is this passage from?" (6 classes; `selfsup.adapt.tasks.austen_novels_task` with 100
-training and 100 evaluation passages per novel; evaluation passages come from the last 20% of each novel, which
-pretraining never reads).
+"""Adapting a pretrained model with few labels and few parameters, measured on one real labeled text data set
+cut from the embedded Austen corpus (evaluation text comes from the last 20% of each novel, which pretraining never
+reads):
 
-    SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/adapt_methods.py [--mlm RUN] [--gpt RUN] \
-        [--parts methods,few,exit,smaller] [--seeds 3] [--work DIR]
+- `--task speech` (default): is this sentence a character's speech or the narrator's? (2 classes; labeled by the
+  author's quotation marks, which are removed from the input; `austen_speech_task`, 300 training and 300
+  evaluation sentences per class);
+- `--task novel`: which of the six novels is this passage from? (`austen_novels_task`, 100 + 100 per novel).
+
+    SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/adapt_methods.py [--task speech|novel] [--mlm RUN] \
+        [--gpt RUN] [--parts methods,exit,smaller,few,incontext] [--seeds 3] [--work DIR]
 
 Backbones (pretrained here unless given): `mlm_rope` (the demo's tiny BERT with rotary positions, 800 steps) and
-`gpt` (a tiny GPT-2, 300 steps of 16 x 256-token blocks, 512 positions, for in-context learning), both on the task's
-unlabeled 80%.
+`gpt` (a tiny GPT-2, 300 steps of 16 x 256-token blocks, 512 positions, for in-context learning), both on the
+task's unlabeled 80%.
 
-Parts (tables to stdout and bench/results/adapt/<part>.md):
+Parts (tables to stdout and bench/results/adapt-<task>/<part>.md):
 - `methods`: full, linear, LoRA, Houlsby adapters, prefix, soft prompt, prompt + verbalizer, early exit (full
   depth), a distilled 1-layer student and a head-pruned model — trainable parameters, artifact size, accuracy
   (mean ± std over seeds), training time, inference time (the evaluation file, batch 64);
-- `few`: 16 / 32 / 64 labels per class — classifier head vs prompt + verbalizer vs PET vs in-context (the
-  tiny GPT's 512 positions hold at most 4 demonstrations of ~60 tokens, so in-context uses K = 0, 1, 4);
 - `exit`: the early-exit speed/accuracy sweep of the `methods` part's early-exit model (entropy thresholds);
 - `smaller`: accuracy vs size of the `methods` part's fully fine-tuned model (seed 0): head and layer pruning
   (`selfsup prune --sweep`, with and without 2 epochs of recovery fine-tuning) and a 1-layer student distilled
-  from it (alpha 0.5, T 2) against the same student trained on the labels alone (alpha 0).
+  from it (alpha 0.5, T 2) against the same student trained on the labels alone (alpha 0);
+- `few`: 16 / 32 / 64 labels per class — classifier head vs prompt + verbalizer vs PET (its patterns' ensemble
+  soft-labels the training texts, labels dropped);
+- `incontext`: the tiny GPT classifies from K = 0, 1, 4, 8 demonstrations (3 draws), with and without contextual
+  calibration; no gradient step.
 """
 from __future__ import annotations
 
@@ -40,17 +46,25 @@ from selfsup.adapt.early_exit import exit_sweep  # noqa: E402
 from selfsup.adapt.finetune import evaluate_finetuned, finetune  # noqa: E402
 from selfsup.adapt.incontext import incontext  # noqa: E402
 from selfsup.adapt.prune import prune  # noqa: E402
-from selfsup.adapt.tasks import austen_novels_task  # noqa: E402
+from selfsup.adapt.tasks import austen_novels_task, austen_speech_task  # noqa: E402
 
 HEROINES = {"emma": "emma", "persuasion": "anne", "prideprejudice": "elizabeth", "sensesensibility": "elinor",
             "mansfieldpark": "fanny", "northangerabbey": "catherine"}
-TEMPLATE = "{text} It is a story about {mask}."
+NARRATION_NEXT = ["the", "she", "he", "it", "her", "they"]  # what usually follows a narrator's sentence
+# per task: the prompt method's template + verbalizer, PET's patterns + verbalizers, in-context template + verbalizer.
+# Speech: does a quotation mark close (or open) this sentence? — the cue the MLM saw in pretraining.
+PROMPTS = {
+    "speech": {"template": "{text} {mask}", "verbalizer": {"speech": ['"'], "narration": NARRATION_NEXT},
+               "patterns": ["{text} {mask}", "{mask} {text}"],
+               "verbalizers": [{"speech": ['"'], "narration": NARRATION_NEXT}, {"speech": ['"'], "narration": ["."]}],
+               "incontext": ("{text} {mask}", {"speech": ['"'], "narration": NARRATION_NEXT})},
+    "novel": {"template": "{text} It is a story about {mask}.", "verbalizer": HEROINES,
+              "patterns": ["{text} It is a story about {mask}.", "{mask} : {text}"],
+              "verbalizers": [HEROINES, HEROINES],
+              "incontext": ("{text} It is a story about {mask}", HEROINES)},
+}
 COMMON = ["max_length=64", "batch_size=16", "threads=2"]
-OUT = ROOT / "bench" / "results" / "adapt"
-
-
-def _verbalizer() -> str:
-    return json.dumps(HEROINES)
+ROOT_OUT = ROOT / "bench" / "results"
 
 
 def _mean_std(values: list[float]) -> str:
@@ -72,9 +86,10 @@ def _inference_seconds(folder: Path, eval_file: str) -> float:
 
 
 def part_methods(task: dict, mlm: Path, work: Path, seeds: int) -> str:
+    prompt = PROMPTS[task["name"]]
     rows = []
     methods = [("full", []), ("linear", []), ("lora", []), ("adapter", []), ("prefix", []), ("soft-prompt", []),
-               ("prompt", [f"template={TEMPLATE}", f"verbalizer={_verbalizer()}"]), ("early-exit", [])]
+               ("prompt", [f"template={prompt['template']}", f"verbalizer={json.dumps(prompt['verbalizer'])}"]), ("early-exit", [])]
     for method, sets in methods:
         out = work / "methods" / method
         m = finetune(mlm, "sequence-classification", task["train"], task["eval"], out, method=method, epochs=5,
@@ -115,36 +130,51 @@ def _fmt(x, spec: str) -> str:
     return "–" if x is None else format(x, spec)
 
 
-def part_few(task: dict, mlm: Path, gpt: Path, work: Path, seeds: int) -> str:
-    lines = ["| labels per class | classifier head | prompt + verbalizer | PET | in-context (tiny GPT) |",
+def part_few(task: dict, mlm: Path, work: Path, seeds: int) -> str:
+    prompt = PROMPTS[task["name"]]
+    lines = ["| labels per class | classifier head (full) | prompt + verbalizer | PET | PET's pattern ensemble |",
              "|---|---|---|---|---|"]
-    prompt_sets = [f"template={TEMPLATE}", f"verbalizer={_verbalizer()}"]
-    for k, demos in ((16, 1), (32, 4), (64, 4)):
+    prompt_sets = [f"template={prompt['template']}", f"verbalizer={json.dumps(prompt['verbalizer'])}"]
+    pet_sets = [f"patterns={json.dumps(prompt['patterns'])}", f"verbalizers={json.dumps(prompt['verbalizers'])}"]
+    for k in (16, 32, 64):
         cells = []
         for method, sets, extra in (("full", ["lr=1e-3"], {}), ("prompt", ["lr=1e-3"] + prompt_sets, {}),
-                                    ("pet", ["lr=1e-3", f"verbalizer={_verbalizer()}"],
-                                     {"unlabeled": task["unlabeled_rows"]})):
+                                    ("pet", ["lr=1e-3"] + pet_sets, {"unlabeled": task["unlabeled_rows"]})):
             m = finetune(mlm, "sequence-classification", task["train"], task["eval"], work / "few" / f"{method}-{k}",
                          method=method, epochs=10, shots=k, seeds=seeds, overrides=COMMON + sets, **extra)
             cells.append(_mean_std([r["eval"]["accuracy"] for r in _runs(m)]))
-        ic = incontext(gpt, "sequence-classification", task["train"], task["eval"], shots=demos, draws=seeds,
-                       calibrate=True, template="{text} It is a story about {mask}", verbalizer=_verbalizer(),
-                       overrides=["threads=2", "max_length=512"])
-        cells.append(f"{ic['eval_mean_std']['accuracy']} (K={demos}, calibrated; uncalibrated "
-                     f"{ic['uncalibrated']['eval_mean_std']['accuracy']})")
+            if method == "pet":
+                ens = m["ensemble"]
+                std = (m.get("ensemble_std") or {}).get("accuracy")
+                cells.append(f"{ens['accuracy']:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def part_exit(task: dict, work: Path) -> str:
+def part_incontext(task: dict, gpt: Path, seeds: int) -> str:
+    template, verbalizer = PROMPTS[task["name"]]["incontext"]
+    lines = ["| demonstrations K | calibrated accuracy | uncalibrated accuracy | calibrated macro-F1 |",
+             "|---|---|---|---|"]
+    for k in (0, 1, 4, 8):
+        ic = incontext(gpt, "sequence-classification", task["train"], task["eval"], shots=k,
+                       draws=1 if k == 0 else seeds, calibrate=True, template=template,
+                       verbalizer=json.dumps(verbalizer), overrides=["threads=2", "max_length=512"])
+        lines.append(f"| {k} | {ic['eval_mean_std']['accuracy']} | {ic['uncalibrated']['eval_mean_std']['accuracy']} "
+                     f"| {ic['eval_mean_std']['macro_f1']} |")
+    return "\n".join(lines)
+
+
+def part_exit(task: dict, work: Path, out_dir: Path) -> str:
     import shutil
 
     model = work / "methods" / "early-exit"
     model = model / "seed-0" if (model / "seed-0").is_dir() else model
-    shutil.rmtree(OUT / "early_exit", ignore_errors=True)
-    res = exit_sweep(model, task["eval"], OUT / "early_exit", rule="entropy",
-                     thresholds=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4], repeats=5, overrides=["threads=2"])
-    return (OUT / "early_exit" / "sweep.md").read_text() if (OUT / "early_exit" / "sweep.md").exists() else str(res)
+    shutil.rmtree(out_dir / "early_exit", ignore_errors=True)
+    top = 0.7 if task["name"] == "speech" else 1.8  # up to the entropy of a near-uniform prediction (ln C)
+    res = exit_sweep(model, task["eval"], out_dir / "early_exit", rule="entropy",
+                     thresholds=[round(top * i / 7, 3) for i in range(8)], repeats=5, overrides=["threads=2"])
+    sweep = out_dir / "early_exit" / "sweep.md"
+    return sweep.read_text() if sweep.exists() else str(res)
 
 
 def part_smaller(task: dict, work: Path, seeds: int) -> str:
@@ -168,36 +198,48 @@ def part_smaller(task: dict, work: Path, seeds: int) -> str:
     return "\n".join(lines)
 
 
+def make_task(name: str, work: Path) -> dict:
+    if name == "speech":
+        task = austen_speech_task(work / "task", train_per_class=300, eval_per_class=300)
+    else:
+        task = austen_novels_task(work / "task", train_per_class=100, eval_per_class=100)
+    rows = [json.loads(line) for line in Path(task["train"]).read_text().splitlines()]
+    task["unlabeled_rows"] = str(work / "task" / "unlabeled.jsonl")
+    Path(task["unlabeled_rows"]).write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
+    return {**task, "name": name}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=sorted(PROMPTS), default="speech")
     ap.add_argument("--mlm", help="a `selfsup pretrain mlm_rope` run on the task's unlabeled text")
     ap.add_argument("--gpt", help="a `selfsup pretrain gpt` run (>= 512 positions) on the task's unlabeled text")
-    ap.add_argument("--parts", default="methods,few,exit,smaller")
+    ap.add_argument("--parts", default="methods,exit,smaller,few,incontext")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--work", help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--work", help="keep the runs here (default: a temporary folder); later parts read the "
+                    "`methods` part's runs from it")
     args = ap.parse_args()
     parts = args.parts.split(",")
-    OUT.mkdir(parents=True, exist_ok=True)
+    out_dir = ROOT_OUT / f"adapt-{args.task}"
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
-        task = austen_novels_task(work / "task", train_per_class=100, eval_per_class=100)
-        rows = [json.loads(line) for line in Path(task["train"]).read_text().splitlines()]
-        task["unlabeled_rows"] = str(work / "task" / "unlabeled.jsonl")
-        Path(task["unlabeled_rows"]).write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
+        task = make_task(args.task, work)
         mlm = Path(args.mlm) if args.mlm else work / "mlm"
         if not args.mlm:
             pretrain("mlm_rope", [task["unlabeled"]], mlm, progress=False)
         gpt = Path(args.gpt) if args.gpt else work / "gpt"
-        if "few" in parts and not args.gpt:
+        if "incontext" in parts and not args.gpt and not (gpt / "model").is_dir():
             pretrain("gpt", [task["unlabeled"]], gpt, progress=False, max_steps=300,
                      overrides=["model.max_length=512", "data.block_size=256", "train.batch_size=16"])
         for part in parts:
             start = time.perf_counter()
             table = {"methods": lambda: part_methods(task, mlm, work, args.seeds),
-                     "few": lambda: part_few(task, mlm, gpt, work, args.seeds),
-                     "exit": lambda: part_exit(task, work),
+                     "few": lambda: part_few(task, mlm, work, args.seeds),
+                     "incontext": lambda: part_incontext(task, gpt, args.seeds),
+                     "exit": lambda: part_exit(task, work, out_dir),
                      "smaller": lambda: part_smaller(task, work, args.seeds)}[part]()
-            (OUT / f"{part}.md").write_text(table + "\n")
+            (out_dir / f"{part}.md").write_text(table + "\n")
             print(f"## {part} ({time.perf_counter() - start:.0f} s)\n\n{table}\n", flush=True)
 
 

@@ -23,7 +23,7 @@ def make_checkpoint(folder: Path, family: str, texts: list[str]) -> Path:
 
     from selfsup.data.tokenizer import TokenizerConfig, train_tokenizer
 
-    wordpiece = family in ("bert", "minilm", "albert")
+    wordpiece = family in ("bert", "minilm", "albert", "roformer")
     tok = train_tokenizer(TokenizerConfig(kind="wordpiece" if wordpiece else "byte-level-bpe", vocab_size=500),
                           texts, add_cls_sep=family not in ("gpt2", "llama"))
     if family in ("gpt2", "llama"):  # decoders usually ship without a padding token
@@ -38,6 +38,7 @@ def make_checkpoint(folder: Path, family: str, texts: list[str]) -> Path:
         "minilm": lambda: tf.BertConfig(**{**small, "hidden_size": 24, "num_hidden_layers": 3,
                                            "num_attention_heads": 3}),
         "albert": lambda: tf.AlbertConfig(embedding_size=16, **small),
+        "roformer": lambda: tf.RoFormerConfig(**small),
         "roberta": lambda: tf.RobertaConfig(**{**small, "max_position_embeddings": 132}, type_vocab_size=1),
         "gpt2": lambda: tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, **ids),
         "llama": lambda: tf.LlamaConfig(**small, num_key_value_heads=1),

@@ -34,7 +34,7 @@ def ckpts(tmp_path_factory, persuasion):
     torch.set_num_threads(1)
     texts = [t for t in persuasion.read_text().split("\n\n")[:300] if t.strip()]
     folder = tmp_path_factory.mktemp("ck")
-    return {f: make_checkpoint(folder, f, texts) for f in ("bert", "roberta", "gpt2")}
+    return {f: make_checkpoint(folder, f, texts) for f in ("bert", "roberta", "roformer", "gpt2")}
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +166,8 @@ def _net(path, lm_kind, verbalizer, template=None):
     return PromptClassifier(lm, spec, tok.mask_token_id, tok.pad_token_id).eval(), PromptTokenizer(tok, spec), spec
 
 
-@pytest.mark.parametrize("family,verbalizer", [("bert", HEROINES), ("roberta", "{persuasion: great, emma: [bad, "
-                                                                                 "terrible]}")])
+@pytest.mark.parametrize("family,verbalizer", [("bert", HEROINES), ("roformer", HEROINES),
+                                              ("roberta", "{persuasion: great, emma: [bad, terrible]}")])
 def test_masked_lm_scores_are_the_lm_logits_at_the_masks(ckpts, family, verbalizer):
     net, prompts, spec = _net(ckpts[family], "mlm", verbalizer)
     batch = collate(prompts.encode_prompts(_examples(), LABELS, 64), prompts.pad_token_id, "cpu")

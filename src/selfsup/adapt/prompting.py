@@ -46,7 +46,7 @@ import torch
 
 from selfsup.errors import SelfsupError
 
-MLM_FAMILIES = ("bert", "roberta", "albert")
+MLM_FAMILIES = ("bert", "roberta", "albert", "roformer")  # checkpoints that carry a masked-LM head
 CAUSAL_FAMILIES = ("gpt2", "llama")
 PROMPT_KINDS = ("sequence-classification", "pair-classification")
 FIELDS = ("text", "pair", "mask")
