@@ -77,6 +77,11 @@ def _runs(m: dict) -> list[dict]:
     return m.get("runs") or [m]
 
 
+def _saved_bytes(model_dir: Path) -> int:
+    """What a method without a small artifact saves: config.json and its weights (as `finetune` counts)."""
+    return sum(f.stat().st_size for f in model_dir.iterdir() if f.name == "config.json" or f.suffix == ".safetensors")
+
+
 def _inference_seconds(folder: Path, eval_file: str) -> float:
     model = folder / "model" if (folder / "model").is_dir() else folder / "seed-0" / "model"
     evaluate_finetuned(model, eval_file, batch_size=64, overrides=["threads=2"])  # warm-up
@@ -99,7 +104,8 @@ def part_methods(task: dict, mlm: Path, work: Path, seeds: int) -> str:
         first = out / "seed-0" if seeds > 1 else out
         info = json.loads((first / "metrics.json").read_text())
         rows.append({"method": method, "trainable": m["trainable_parameters"],
-                     "percent": info.get("trainable_percent", 100.0), "artifact": info.get("artifact_bytes"),
+                     "percent": info.get("trainable_percent", 100.0),
+                     "artifact": info.get("artifact_bytes") or _saved_bytes(first / "model"),
                      "accuracy": _mean_std([r["eval"]["accuracy"] for r in runs]),
                      "train_s": statistics.mean(json.loads(((out / f"seed-{r['seed']}") if seeds > 1 else out)
                                                            .joinpath("metrics.json").read_text())["train_seconds"]
