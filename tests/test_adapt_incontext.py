@@ -79,6 +79,18 @@ def test_prompt_has_the_demonstrations_first_one_per_line(ckpts):
     assert "emma smiled." not in short and "anne wept." in short  # the longer demonstration's text was cut
 
 
+def test_an_empty_zero_shot_prompt_is_the_start_token(ckpts, novels):
+    """Calibration's content-free input "" in a template with nothing before {mask} leaves no prompt: it is scored
+    after the tokenizer's start token (GPT-2's <|endoftext|>), and the calibrated run goes through."""
+    tok = load_tokenizer(ckpts["gpt2"])
+    spec = build_spec(tok, "causal", "sequence-classification", ["emma", "persuasion"], "{text} {mask}", HEROINES)
+    ids = PromptTokenizer(tok, spec).encode_prompts([TextExample("", None, None, "cf")], spec.labels, 64)
+    assert ids[0]["input_ids"] == [tok.bos_token_id]
+    r = incontext(ckpts["gpt2"], "sequence-classification", novels["train"], novels["eval"], shots=0, calibrate=True,
+                  template="{text} {mask}", verbalizer=HEROINES, overrides=FAST)
+    assert 0.0 <= r["eval"]["accuracy"] <= 1.0 and "uncalibrated" in r
+
+
 def test_zero_and_two_shot_runs_report_mean_and_std_over_draws(ckpts, novels, tmp_path, monkeypatch):
     weights = ckpts["gpt2"] / "model.safetensors"
     before = hashlib.sha256(weights.read_bytes()).hexdigest()

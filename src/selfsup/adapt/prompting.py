@@ -613,9 +613,13 @@ class PromptTokenizer:
             body = q + [t for d in rendered for t in sep + d]
             return self.prefix + body + self.suffix
         ids = self.prefix + [t for d in rendered for t in d + sep] + q
-        if not ids:
-            raise SelfsupError("template: the prompt is empty (a causal LM needs at least one token before "
-                               "the label word)")
+        if not ids:  # e.g. the content-free input "" of calibration, zero-shot: condition on the start token
+            start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None \
+                else self.tokenizer.eos_token_id  # GPT-2's <|endoftext|> is both
+            if start is None:
+                raise SelfsupError("template: the prompt is empty and the tokenizer has no start token (a causal "
+                                   "LM needs at least one token before the label word)")
+            ids = [start]
         return ids
 
     # ------------------------------------------------------------------ features
