@@ -24,8 +24,8 @@ Parts (tables to stdout and bench/results/adapt-<task>/<part>.md):
   from it (alpha 0.5, T 2) against the same student trained on the labels alone (alpha 0);
 - `few`: 16 / 32 / 64 labels per class — classifier head vs prompt + verbalizer vs PET (its patterns' ensemble
   soft-labels the training texts, labels dropped);
-- `incontext`: the tiny GPT classifies from K = 0, 1, 4, 8 demonstrations (3 draws), with and without contextual
-  calibration; no gradient step.
+- `incontext`: the tiny GPT classifies from K = 0, 1, 4, 8 demonstrations (3 draws), uncalibrated, with contextual
+  (content-free) calibration and with batch calibration; no gradient step.
 """
 from __future__ import annotations
 
@@ -159,14 +159,16 @@ def part_few(task: dict, mlm: Path, work: Path, seeds: int) -> str:
 
 def part_incontext(task: dict, gpt: Path, seeds: int) -> str:
     template, verbalizer = PROMPTS[task["name"]]["incontext"]
-    lines = ["| demonstrations K | calibrated accuracy | uncalibrated accuracy | calibrated macro-F1 |",
-             "|---|---|---|---|"]
+    lines = ["| demonstrations K | uncalibrated | content-free calibration | batch calibration | batch-calibrated "
+             "macro-F1 |", "|---|---|---|---|---|"]
     for k in (0, 1, 4, 8):
-        ic = incontext(gpt, "sequence-classification", task["train"], task["eval"], shots=k,
-                       draws=1 if k == 0 else seeds, calibrate=True, template=template,
-                       verbalizer=json.dumps(verbalizer), overrides=["threads=2", "max_length=512"])
-        lines.append(f"| {k} | {ic['eval_mean_std']['accuracy']} | {ic['uncalibrated']['eval_mean_std']['accuracy']} "
-                     f"| {ic['eval_mean_std']['macro_f1']} |")
+        common = dict(shots=k, draws=1 if k == 0 else seeds, template=template, verbalizer=json.dumps(verbalizer),
+                      overrides=["threads=2", "max_length=512"])
+        cf = incontext(gpt, "sequence-classification", task["train"], task["eval"], calibrate="content-free",
+                       **common)
+        batch = incontext(gpt, "sequence-classification", task["train"], task["eval"], calibrate="batch", **common)
+        lines.append(f"| {k} | {cf['uncalibrated']['eval_mean_std']['accuracy']} | {cf['eval_mean_std']['accuracy']} "
+                     f"| {batch['eval_mean_std']['accuracy']} | {batch['eval_mean_std']['macro_f1']} |")
     return "\n".join(lines)
 
 

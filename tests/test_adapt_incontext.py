@@ -12,8 +12,8 @@ import torch
 
 from conftest import run_cli
 from selfsup.adapt.heads import load_tokenizer
-from selfsup.adapt.incontext import (content_free_prior, contextual_calibration, draw_demonstrations, incontext,
-                                     mean_std)
+from selfsup.adapt.incontext import (batch_prior, content_free_prior, contextual_calibration, draw_demonstrations,
+                                     incontext, mean_std)
 from selfsup.adapt.prompting import PromptClassifier, PromptTokenizer, build_spec
 from selfsup.adapt.tasks import TextExample, austen_novels_task
 from selfsup.errors import SelfsupError
@@ -45,6 +45,26 @@ def test_contextual_calibration_on_a_hand_computed_example():
     # row 0: [0.6/0.75, 0.4/0.25] = [0.8, 1.6] -> [1/3, 2/3] (the prediction flips to class 1)
     # row 1: [1.2, 0.4] -> [3/4, 1/4]; row 2 is p_cf itself -> uniform
     assert np.allclose(contextual_calibration(probs, p_cf), [[1 / 3, 2 / 3], [0.75, 0.25], [0.5, 0.5]])
+
+
+def test_batch_calibration_on_a_hand_computed_example():
+    # the evaluation rows themselves give the prior: mean of [0.9, 0.1], [0.7, 0.3], [0.8, 0.2] = [0.8, 0.2]
+    probs = np.array([[0.9, 0.1], [0.7, 0.3], [0.8, 0.2]])
+    prior = batch_prior(probs)
+    assert np.allclose(prior, [0.8, 0.2])
+    # every row said class 0; calibrated: [0.9/0.8, 0.1/0.2] = [1.125, 0.5] -> class 0; [0.875, 1.5] -> class 1
+    q = contextual_calibration(probs, prior)
+    assert np.allclose(q[1], [0.875 / 2.375, 1.5 / 2.375]) and q.argmax(1).tolist() == [0, 1, 0]
+
+
+def test_batch_calibrated_run_records_its_prior(ckpts, novels):
+    r = incontext(ckpts["gpt2"], "sequence-classification", novels["train"], novels["eval"], shots=1,
+                  calibrate="batch", verbalizer=HEROINES, overrides=FAST)
+    prior = r["runs"][0]["prior"]
+    assert set(prior) == {"emma", "persuasion"} and abs(sum(prior.values()) - 1) < 1e-4
+    assert r["content_free"] is None and r["summary"].startswith("incontext 1-shot x 1 draw (batch calibration)")
+    with pytest.raises(SelfsupError, match="--calibrate: content-free or batch"):
+        incontext(ckpts["gpt2"], "sequence-classification", novels["train"], novels["eval"], calibrate="platt")
 
 
 def test_demonstration_draws_and_summaries():
@@ -118,7 +138,7 @@ def test_zero_and_two_shot_runs_report_mean_and_std_over_draws(ckpts, novels, tm
     for r in saved["runs"]:
         assert sum(r["content_free_probs"].values()) == pytest.approx(1, abs=1e-5)
         assert set(r["uncalibrated_eval"]) == {"accuracy", "macro_f1", "mcc"}
-    assert two["summary"].startswith("incontext 2-shot x 3 draws (calibrated): accuracy=")
+    assert two["summary"].startswith("incontext 2-shot x 3 draws (content-free calibration): accuracy=")
     # 3 draws x (20 eval in 1 batch + 3 content-free) + the zero-shot batch: all without gradient
     assert len(grad_modes) == 7 and not any(grad_modes)
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == before

@@ -136,8 +136,11 @@ def _add_incontext_verb(sub) -> None:
     ic.add_argument("--shots", type=int, default=0, metavar="K", help="demonstrations per prompt (random, "
                     "not stratified; default 0: zero-shot)")
     ic.add_argument("--draws", type=int, default=1, metavar="N", help="demonstration sets (seeds S..S+N-1)")
-    ic.add_argument("--calibrate", action="store_true", help="contextual calibration (Zhao et al. 2021) with "
-                    "content-free inputs (--set content_free='[N/A, \"\", \"[MASK]\"]')")
+    ic.add_argument("--calibrate", nargs="?", const="content-free", choices=("content-free", "batch"),
+                    metavar="content-free|batch", help="calibrate the label probabilities: content-free (the "
+                    "default; Zhao et al. 2021: divide by the prior of content-free inputs, --set content_free="
+                    "'[N/A, \"\", \"[MASK]\"]') or batch (Zhou et al. 2024: by their mean over the evaluation "
+                    "examples)")
     ic.add_argument("--template", metavar="T", help="e.g. '{text} It was {mask}' ({mask} last; {pair} for "
                     "pair-classification)")
     ic.add_argument("--verbalizer", metavar="V", help="label -> word(s): inline YAML '{pos: great, neg: "

@@ -12,9 +12,14 @@ Demonstrations: K training examples drawn uniformly without replacement (not str
 the number of labels some labels never appear, as in the papers' random draws), in random order; `draws`
 repeats with draws seeded seed, seed+1, ... and reports mean ± std (K = 0, zero-shot, has a single draw).
 
-Contextual calibration: p_cf = the mean over content-free inputs ("N/A", "", "[MASK]" by default) of the
-label probabilities they get with the same demonstrations; calibrated probabilities are p / p_cf renormalized
-(W = diag(p_cf)^-1, b = 0; the paper writes softmax(Wp + b), its code takes argmax(Wp + b): the same decisions).
+Contextual calibration (`calibrate="content-free"`): p_cf = the mean over content-free inputs ("N/A", "",
+"[MASK]" by default) of the label probabilities they get with the same demonstrations; calibrated probabilities
+are p / p_cf renormalized (W = diag(p_cf)^-1, b = 0; the paper writes softmax(Wp + b), its code takes
+argmax(Wp + b): the same decisions). A content-free input is not always free of the cue a prompt relies on (an
+empty text before a quotation mark is the start of a paragraph, where quotes are common), so batch calibration
+(`calibrate="batch"`; Zhou, Wan, Vulić & Korhonen 2024, "Batch Calibration: Rethinking Calibration for In-Context
+Learning and Prompt Engineering") takes the prior instead as the mean label probabilities over the evaluation
+examples themselves (unlabeled, transductive): same formula, p_cf replaced by that mean.
 """
 from __future__ import annotations
 
@@ -79,6 +84,11 @@ def contextual_calibration(probs: np.ndarray, p_cf: np.ndarray) -> np.ndarray:
     return q / q.sum(1, keepdims=True)
 
 
+def batch_prior(probs: np.ndarray) -> np.ndarray:
+    """Zhou et al. 2024: the contextual prior as the mean of the [N, C] label probabilities over the batch."""
+    return content_free_prior(probs)
+
+
 def draw_demonstrations(n_train: int, shots: int, seed: int) -> list[int]:
     """`shots` distinct training indices, uniformly at random (not stratified), in random order."""
     return random.Random(seed).sample(range(n_train), shots)
@@ -118,12 +128,13 @@ def class_probabilities(model, feats: Sequence[dict], pad_id: int, device, batch
 
 
 def incontext(model: str | Path, task: str, train: str, eval: str, *, shots: int = 0, draws: int = 1,
-              calibrate: bool = False, template: str | None = None, verbalizer: Any = None,
+              calibrate: bool | str = False, template: str | None = None, verbalizer: Any = None,
               text_column: str | None = None, pair_column: str | None = None, label_column: str | None = None,
               out: str | Path | None = None, seed: int = 0, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """In-context learning of `task` by the causal LM `model`; returns what `out/metrics.json` gets (written
     atomically when `out` is given): per-draw results, mean and std of accuracy / macro-F1 / MCC over draws
-    (calibrated ones when `calibrate`, the uncalibrated ones under `uncalibrated`), and a one-line `summary`."""
+    (calibrated ones when `calibrate`, the uncalibrated ones under `uncalibrated`), and a one-line `summary`.
+    `calibrate`: False, "content-free" (or True) or "batch"."""
     from selfsup.adapt.finetune import _check_out, _device, _resolve_threads, load_data, model_positions
     from selfsup.adapt.heads import _model_type, load_tokenizer, resolve_checkpoint
     from selfsup.adapt.prompting import (PromptClassifier, PromptTokenizer, build_spec, lm_kind_of, load_lm,
@@ -135,6 +146,9 @@ def incontext(model: str | Path, task: str, train: str, eval: str, *, shots: int
         raise SelfsupError(f"--shots: must be >= 0, got {shots}")
     if draws < 1:
         raise SelfsupError(f"--draws: must be >= 1, got {draws}")
+    calibrate = "content-free" if calibrate is True else calibrate
+    if calibrate not in (False, None, "content-free", "batch"):
+        raise SelfsupError(f"--calibrate: content-free or batch, got {calibrate!r}")
     cfg = parse_incontext_overrides(overrides)
     if out is not None:
         _check_out(Path(out))
@@ -169,19 +183,23 @@ def incontext(model: str | Path, task: str, train: str, eval: str, *, shots: int
         probs = class_probabilities(net, feats, tok.pad_token_id, device, cfg.eval_batch_size)
         run: dict[str, Any] = {"draw": d, "seed": seed + d, "demonstrations": [data.train[i].where for i in picked],
                                "eval": _scores(probs, gold, len(data.labels))}
-        if calibrate:
+        if calibrate == "batch":
+            p_cf = batch_prior(probs)
+        elif calibrate:
             cf_feats = prompts.encode_prompts(content_free, data.labels, max_length, demonstrations=demos)
             p_cf = content_free_prior(class_probabilities(net, cf_feats, tok.pad_token_id, device,
                                                           cfg.eval_batch_size))
+        if calibrate:
             run["uncalibrated_eval"] = run["eval"]
             run["eval"] = _scores(contextual_calibration(probs, p_cf), gold, len(data.labels))
-            run["content_free_probs"] = {lab: round(float(p), 6) for lab, p in zip(data.labels, p_cf)}
+            run["prior" if calibrate == "batch" else "content_free_probs"] = {
+                lab: round(float(p), 6) for lab, p in zip(data.labels, p_cf)}
         runs.append(run)
     mean, std = mean_std([r["eval"] for r in runs])
     result: dict[str, Any] = {
         "task": task, "model": str(source), "method": "incontext", "shots": shots, "draws": n_draws, "seed": seed,
         "calibrate": calibrate, "template": spec.template.source, "verbalizer": spec.words, "labels": data.labels,
-        "content_free": cfg.content_free if calibrate else None, "max_length": max_length,
+        "content_free": cfg.content_free if calibrate == "content-free" else None, "max_length": max_length,
         "train_examples": len(data.train), "eval_examples": len(data.eval), "main_metric": "accuracy",
         "eval": mean, "eval_std": std, "eval_mean_std": {k: f"{mean[k]:.4f} ± {std[k]:.4f}" for k in mean},
         "runs": runs, "seconds": round(time.perf_counter() - started, 2), "config": to_dict(cfg)}
@@ -191,7 +209,7 @@ def incontext(model: str | Path, task: str, train: str, eval: str, *, shots: int
                                   "eval_mean_std": {k: f"{u_mean[k]:.4f} ± {u_std[k]:.4f}" for k in u_mean}}
     result["summary"] = (
         f"incontext {shots}-shot x {n_draws} draw{'s' if n_draws > 1 else ''}"
-        f"{' (calibrated)' if calibrate else ''}: accuracy={result['eval_mean_std']['accuracy']}, "
+        f"{f' ({calibrate} calibration)' if calibrate else ''}: accuracy={result['eval_mean_std']['accuracy']}, "
         f"macro_f1={result['eval_mean_std']['macro_f1']}"
         + (f" (uncalibrated accuracy={result['uncalibrated']['eval_mean_std']['accuracy']})" if calibrate else "")
         + f" on {len(data.eval)} examples")
