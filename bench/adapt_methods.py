@@ -94,7 +94,8 @@ def part_methods(task: dict, mlm: Path, work: Path, seeds: int) -> str:
     prompt = PROMPTS[task["name"]]
     rows = []
     methods = [("full", []), ("linear", []), ("lora", []), ("adapter", []), ("prefix", []), ("soft-prompt", []),
-               ("prompt", [f"template={prompt['template']}", f"verbalizer={json.dumps(prompt['verbalizer'])}"]), ("early-exit", [])]
+               ("prompt", [f"template={prompt['template']}", f"verbalizer={json.dumps(prompt['verbalizer'])}"]),
+               ("early-exit", [])]
     for method, sets in methods:
         out = work / "methods" / method
         m = finetune(mlm, "sequence-classification", task["train"], task["eval"], out, method=method, epochs=5,
