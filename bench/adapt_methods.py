@@ -181,7 +181,7 @@ def part_exit(task: dict, work: Path, out_dir: Path) -> str:
     shutil.rmtree(out_dir / "early_exit", ignore_errors=True)
     top = 0.7 if task["name"] == "speech" else 1.8  # up to the entropy of a near-uniform prediction (ln C)
     res = exit_sweep(model, task["eval"], out_dir / "early_exit", rule="entropy",
-                     thresholds=[round(top * i / 7, 3) for i in range(8)], repeats=5, overrides=["threads=2"])
+                     thresholds=[round(top * i / 7, 3) for i in range(8)], repeats=20, overrides=["threads=2"])
     sweep = out_dir / "early_exit" / "sweep.md"
     return sweep.read_text() if sweep.exists() else str(res)
 
