@@ -516,7 +516,9 @@ def prune(model: str | Path, eval: str, out: str | Path, *, layers: int | None =
             result["compression"] = round(base_params / row["parameters"], 4)
             _save(saved, s, tmp / "model", model, row)
         result["config"] = to_dict(s.cfg)
-        write_table(rows, s.metric, tmp, title=f"{Path(str(model)).name}: {s.kind}")
+        name = Path(str(model))  # a seed folder of a several-seed run is named with its run
+        name = f"{name.parent.name}/{name.name}" if name.name.startswith("seed-") else name.name
+        write_table(rows, s.metric, tmp, title=f"{name}: {s.kind}")
         atomic_write_json(tmp / "metrics.json", result)
     return result
 
