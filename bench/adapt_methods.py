@@ -22,8 +22,8 @@ Parts (tables to stdout and bench/results/adapt-<task>/<part>.md):
 - `smaller`: accuracy vs size of the `methods` part's fully fine-tuned model (seed 0): head and layer pruning
   (`selfsup prune --sweep`, with and without 2 epochs of recovery fine-tuning) and a 1-layer student distilled
   from it (alpha 0.5, T 2) against the same student trained on the labels alone (alpha 0);
-- `few`: 16 / 32 / 64 labels per class — classifier head vs prompt + verbalizer vs PET (its patterns' ensemble
-  soft-labels the training texts, labels dropped);
+- `few`: 16 / 32 / 64 labels per class — classifier head vs prompt + verbalizer (without and with LM-BFF
+  demonstrations) vs PET and iPET (their patterns' ensemble soft-labels the training texts, labels dropped);
 - `incontext`: the tiny GPT classifies from K = 0, 1, 4, 8 demonstrations (3 draws), uncalibrated, with contextual
   (content-free) calibration and with batch calibration; no gradient step.
 """
@@ -137,20 +137,31 @@ def _fmt(x, spec: str) -> str:
     return "–" if x is None else format(x, spec)
 
 
+def _finetune_once(out: Path, *args, **kwargs) -> dict:
+    """`finetune` into `out`, or the finished run already there (an interrupted bench goes on where it stopped)."""
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    return finetune(*args, out=out, **kwargs)
+
+
 def part_few(task: dict, mlm: Path, work: Path, seeds: int) -> str:
     prompt = PROMPTS[task["name"]]
-    lines = ["| labels per class | classifier head (full) | prompt + verbalizer | PET | PET's pattern ensemble |",
-             "|---|---|---|---|---|"]
+    lines = ["| labels per class | classifier head (full) | prompt + verbalizer | prompt + demonstrations | PET | "
+             "PET's pattern ensemble | iPET (1 round) |", "|---|---|---|---|---|---|---|"]
     prompt_sets = [f"template={prompt['template']}", f"verbalizer={json.dumps(prompt['verbalizer'])}"]
     pet_sets = [f"patterns={json.dumps(prompt['patterns'])}", f"verbalizers={json.dumps(prompt['verbalizers'])}"]
+    unlabeled = {"unlabeled": task["unlabeled_rows"]}
     for k in (16, 32, 64):
         cells = []
-        for method, sets, extra in (("full", ["lr=1e-3"], {}), ("prompt", ["lr=1e-3"] + prompt_sets, {}),
-                                    ("pet", ["lr=1e-3"] + pet_sets, {"unlabeled": task["unlabeled_rows"]})):
-            m = finetune(mlm, "sequence-classification", task["train"], task["eval"], work / "few" / f"{method}-{k}",
-                         method=method, epochs=10, shots=k, seeds=seeds, overrides=COMMON + sets, **extra)
+        for name, method, sets, extra in (
+                ("full", "full", [], {}), ("prompt", "prompt", prompt_sets, {}),
+                ("prompt-demos", "prompt", prompt_sets + ["demonstrations=true", "max_length=128"], {}),
+                ("pet", "pet", pet_sets, unlabeled), ("ipet", "pet", pet_sets + ["ipet_rounds=1"], unlabeled)):
+            m = _finetune_once(work / "few" / f"{name}-{k}", mlm, "sequence-classification", task["train"],
+                               task["eval"], method=method, epochs=10, shots=k, seeds=seeds,
+                               overrides=COMMON + ["lr=1e-3"] + sets, **extra)
             cells.append(_mean_std([r["eval"]["accuracy"] for r in _runs(m)]))
-            if method == "pet":
+            if name == "pet":
                 ens = m["ensemble"]
                 std = (m.get("ensemble_std") or {}).get("accuracy")
                 cells.append(f"{ens['accuracy']:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
