@@ -162,3 +162,39 @@ def test_bad_inputs_are_one_line_errors(simclr, digits, tmp_path, capsys):
                  "--out", str(tmp_path / "cli")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "not an exported image encoder" in err
+
+
+def test_evaluate_and_predict_a_fine_tuned_image_classifier(simclr, digits, tmp_path, capsys):
+    """`selfsup evaluate` gives the metrics fine-tuning reported on the same file; `selfsup predict` one row per
+    image whose label is its most probable class; stdin and foreign labels are one-line errors."""
+    train, ev = digits
+    m = finetune(simclr, TASK, train, ev, tmp_path / "run", max_steps=20, overrides=FAST)
+    assert main(["evaluate", "--model", str(tmp_path / "run"), "--eval", ev, "--out", str(tmp_path / "ev.json")]) == 0
+    got = json.loads((tmp_path / "ev.json").read_text())["eval"]
+    assert got["examples"] == 597
+    for key in ("accuracy", "macro_f1", "mcc", "loss"):
+        assert got[key] == pytest.approx(m["eval"][key], abs=1e-6)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "run"), ev]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 597 and rows[0]["image"].endswith("image 0")
+    for r in rows:
+        assert set(r["probabilities"]) == {str(d) for d in range(10)}
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+    y = np.load(ev)["y"]
+    assert np.mean([r["label"] == str(t) for r, t in zip(rows, y)]) == pytest.approx(got["accuracy"], abs=1e-9)
+    assert main(["predict", "--model", str(tmp_path / "run"), "-"]) == 2
+    np.savez(tmp_path / "odd.npz", x=np.zeros((2, 8, 8), np.uint8), y=np.array([3, 11]))
+    assert main(["evaluate", "--model", str(tmp_path / "run"), "--eval", str(tmp_path / "odd.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "standard input" in err[0] and "11" in err[1] and "odd.npz" in err[1]
+    # a reader that stops early (`selfsup predict ... | head -1`): no traceback, the pipe's exit status
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "selfsup", "predict", "--model", str(tmp_path / "run"), ev,
+                             "--batch-size", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(proc.stdout.readline())["image"].endswith("image 0")
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in proc.stderr.read()

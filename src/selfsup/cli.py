@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("selfsup: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`selfsup predict ... | head`): stop quietly, like cat
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
 
 
 if __name__ == "__main__":

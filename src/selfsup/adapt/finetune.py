@@ -608,9 +608,12 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
                        overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A fine-tuned model (from `selfsup finetune`) on a labeled file -> metrics (written to `out`, a JSON
     file path or a folder that gets `metrics.json`)."""
+    from selfsup.adapt import image_task
     from selfsup.adapt.tasks import check_labels, read_task
     from selfsup.fileio import atomic_write_json
 
+    if image_task.is_classifier(model_dir):  # `finetune --task image-classification`: its own reader and head
+        return image_task.evaluate_image(model_dir, eval_file, out, batch_size=batch_size, overrides=overrides)
     model, tok, info, cfg, columns = _load_for_inference(model_dir, text_column, pair_column, label_column,
                                                          batch_size, overrides)
     examples = read_task(eval_file, info["kind"], columns, labeled=True)
@@ -653,8 +656,12 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
     """Predictions for a file (same formats as training, labels optional) or `-` for stdin (JSONL rows, or
     plain lines: one text per line, `text<TAB>pair` for pair tasks, space-separated words for tagging).
     Yields one dict per example, in batches of `batch_size`, so a long input never sits in memory whole."""
+    from selfsup.adapt import image_task
     from selfsup.adapt.tasks import read_task
 
+    if image_task.is_classifier(model_dir):
+        yield from image_task.predict_image(model_dir, source, batch_size=batch_size, overrides=overrides)
+        return
     model, tok, info, cfg, columns = _load_for_inference(model_dir, text_column, pair_column, None, batch_size,
                                                          overrides)
     kind = info["kind"]

@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Iterator, Any, Literal, Sequence
 
 from selfsup.config import bounded, from_dict, to_dict
 from selfsup.errors import SelfsupError
@@ -330,6 +330,72 @@ def load_classifier(folder: str | Path):
     model = build_classifier(encoder, info["num_labels"], 0)
     model.head.load_state_dict(load_file(str(p / HEAD_WEIGHTS)))
     return model.eval(), prep, info
+
+
+def is_classifier(folder: str | Path) -> bool:
+    """Is this a `selfsup finetune --task image-classification` run (or its `model/`)?"""
+    p = Path(folder)
+    return (p / HEAD_INFO).is_file() or (p / "model" / HEAD_INFO).is_file()
+
+
+def _device_for(overrides: Sequence[str], batch_size: int):
+    from selfsup.adapt.finetune import _device, _resolve_threads, parse_overrides
+
+    cfg = parse_overrides([*overrides, f"eval_batch_size={batch_size}"])
+    _resolve_threads(cfg)
+    return cfg, _device(cfg)
+
+
+def evaluate_image(folder: str | Path, eval_file: str, out: str | Path | None = None, *, batch_size: int = 64,
+                   overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """`selfsup evaluate` for a fine-tuned image classifier: accuracy, macro-F1, MCC and loss on a labeled image
+    source (the label set must be the model's)."""
+    import numpy as np
+
+    from selfsup.adapt.tasks import check_labels
+    from selfsup.data.images import ImageDataConfig, load_images
+    from selfsup.fileio import atomic_write_json
+
+    model, prep, info = load_classifier(folder)
+    cfg, device = _device_for(overrides, batch_size)
+    images = load_images([eval_file], ImageDataConfig(image_size=int(prep["image_size"]),
+                                                      channels=int(prep["channels"]), holdout_fraction=0.0))
+    examples = _examples(eval_file, images)
+    check_labels(examples, info["labels"])
+    index = {lab: i for i, lab in enumerate(info["labels"])}
+    y = np.asarray([index[e.label] for e in examples], np.int64)
+    metrics = {"task": IMAGE_TASK, "model": str(folder), "eval_file": str(eval_file),
+               "eval": _evaluate(model.to(device), images.images, y, prep, cfg.eval_batch_size, device)}
+    if out is not None:
+        path = Path(out)
+        atomic_write_json(path if path.suffix == ".json" else path / "metrics.json", metrics)
+    return metrics
+
+
+def predict_image(folder: str | Path, source: str, *, batch_size: int = 64,
+                  overrides: Sequence[str] = ()) -> Iterator[dict]:
+    """`selfsup predict` for a fine-tuned image classifier: one {"image", "label", "probabilities"} per image of
+    `source` (any image source `selfsup` reads; labels there are ignored), batch by batch."""
+    import numpy as np
+    import torch
+
+    from selfsup.data.images import ImageDataConfig, load_images
+
+    if source == "-":
+        raise SelfsupError("-: an image classifier reads images from a file or folder, not from standard input")
+    model, prep, info = load_classifier(folder)
+    cfg, device = _device_for(overrides, batch_size)
+    model.to(device)
+    images = load_images([source], ImageDataConfig(image_size=int(prep["image_size"]),
+                                                   channels=int(prep["channels"]), holdout_fraction=0.0))
+    labels = info["labels"]
+    with torch.no_grad():
+        for i in range(0, len(images.images), cfg.eval_batch_size):
+            idx = np.arange(i, min(i + cfg.eval_batch_size, len(images.images)))
+            probs = torch.softmax(model(_normalize(_pixels(images.images, idx, device), prep)).float(), -1)
+            for j, p in zip(idx, probs.cpu().numpy()):
+                yield {"image": f"{source} image {int(j)}", "label": labels[int(p.argmax())],
+                       "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p)}}
 
 
 # ------------------------------------------------------------------------------------------------- verb
