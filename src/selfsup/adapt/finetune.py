@@ -610,7 +610,6 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
     file path or a folder that gets `metrics.json`)."""
     from selfsup.adapt import image_task
     from selfsup.adapt.tasks import check_labels, read_task
-    from selfsup.fileio import atomic_write_json
 
     if image_task.is_classifier(model_dir):  # `finetune --task image-classification`: its own reader and head
         return image_task.evaluate_image(model_dir, eval_file, out, batch_size=batch_size, overrides=overrides)
@@ -625,11 +624,17 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
                    keep_token_types(model.config), cfg)
     metrics = {"task": info["kind"], "model": str(model_dir), "eval_file": str(eval_file),
                "eval": run_eval(model, feats, examples, info["kind"], info["labels"], cfg, tok.pad_token_id, device)}
+    write_metrics(out, metrics)
+    return metrics
+
+
+def write_metrics(out: str | Path | None, metrics: dict[str, Any]) -> None:
+    """`selfsup evaluate --out`: a .json path, or a folder that gets metrics.json (atomically); None: nothing."""
+    from selfsup.fileio import atomic_write_json
+
     if out is not None:
         path = Path(out)
-        path = path if path.suffix == ".json" else path / "metrics.json"
-        atomic_write_json(path, metrics)
-    return metrics
+        atomic_write_json(path if path.suffix == ".json" else path / "metrics.json", metrics)
 
 
 def _load_for_inference(model_dir, text_column, pair_column, label_column, batch_size, overrides):

@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Any, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 from selfsup.config import bounded, from_dict, to_dict
 from selfsup.errors import SelfsupError
@@ -338,12 +338,18 @@ def is_classifier(folder: str | Path) -> bool:
     return (p / HEAD_INFO).is_file() or (p / "model" / HEAD_INFO).is_file()
 
 
-def _device_for(overrides: Sequence[str], batch_size: int):
+def _for_inference(folder: str | Path, source: str, batch_size: int, overrides: Sequence[str]):
+    """(classifier on its device, preprocessing, head info, options, images of `source`) for evaluate/predict;
+    `--set` keys win over `batch_size`, as for text models."""
     from selfsup.adapt.finetune import _device, _resolve_threads, parse_overrides
+    from selfsup.data.images import ImageDataConfig, load_images
 
-    cfg = parse_overrides([*overrides, f"eval_batch_size={batch_size}"])
+    model, prep, info = load_classifier(folder)
+    cfg = parse_overrides(overrides, {"eval_batch_size": batch_size})
     _resolve_threads(cfg)
-    return cfg, _device(cfg)
+    images = load_images([source], ImageDataConfig(image_size=int(prep["image_size"]), channels=int(prep["channels"]),
+                                                   holdout_fraction=0.0))
+    return model.to(_device(cfg)), prep, info, cfg, images
 
 
 def evaluate_image(folder: str | Path, eval_file: str, out: str | Path | None = None, *, batch_size: int = 64,
@@ -352,23 +358,18 @@ def evaluate_image(folder: str | Path, eval_file: str, out: str | Path | None = 
     source (the label set must be the model's)."""
     import numpy as np
 
+    from selfsup.adapt.finetune import write_metrics
     from selfsup.adapt.tasks import check_labels
-    from selfsup.data.images import ImageDataConfig, load_images
-    from selfsup.fileio import atomic_write_json
 
-    model, prep, info = load_classifier(folder)
-    cfg, device = _device_for(overrides, batch_size)
-    images = load_images([eval_file], ImageDataConfig(image_size=int(prep["image_size"]),
-                                                      channels=int(prep["channels"]), holdout_fraction=0.0))
+    model, prep, info, cfg, images = _for_inference(folder, eval_file, batch_size, overrides)
     examples = _examples(eval_file, images)
     check_labels(examples, info["labels"])
     index = {lab: i for i, lab in enumerate(info["labels"])}
     y = np.asarray([index[e.label] for e in examples], np.int64)
+    device = next(model.parameters()).device
     metrics = {"task": IMAGE_TASK, "model": str(folder), "eval_file": str(eval_file),
-               "eval": _evaluate(model.to(device), images.images, y, prep, cfg.eval_batch_size, device)}
-    if out is not None:
-        path = Path(out)
-        atomic_write_json(path if path.suffix == ".json" else path / "metrics.json", metrics)
+               "eval": _evaluate(model, images.images, y, prep, cfg.eval_batch_size, device)}
+    write_metrics(out, metrics)
     return metrics
 
 
@@ -379,15 +380,10 @@ def predict_image(folder: str | Path, source: str, *, batch_size: int = 64,
     import numpy as np
     import torch
 
-    from selfsup.data.images import ImageDataConfig, load_images
-
     if source == "-":
         raise SelfsupError("-: an image classifier reads images from a file or folder, not from standard input")
-    model, prep, info = load_classifier(folder)
-    cfg, device = _device_for(overrides, batch_size)
-    model.to(device)
-    images = load_images([source], ImageDataConfig(image_size=int(prep["image_size"]),
-                                                   channels=int(prep["channels"]), holdout_fraction=0.0))
+    model, prep, info, cfg, images = _for_inference(folder, source, batch_size, overrides)
+    device = next(model.parameters()).device
     labels = info["labels"]
     with torch.no_grad():
         for i in range(0, len(images.images), cfg.eval_batch_size):
