@@ -41,12 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from selfsup import pretrain  # noqa: E402
-from selfsup.adapt.distill import distill  # noqa: E402
-from selfsup.adapt.early_exit import exit_sweep  # noqa: E402
-from selfsup.adapt.finetune import evaluate_finetuned, finetune  # noqa: E402
-from selfsup.adapt.incontext import incontext  # noqa: E402
-from selfsup.adapt.prune import prune  # noqa: E402
-from selfsup.adapt.tasks import austen_novels_task, austen_speech_task  # noqa: E402
+from selfsup.adapt.tools.distill import distill  # noqa: E402
+from selfsup.adapt.tools.exit_sweep import exit_sweep  # noqa: E402
+from selfsup.adapt.core.evaluation import evaluate_finetuned  # noqa: E402
+from selfsup.adapt.core.run import finetune  # noqa: E402
+from selfsup.adapt.tools.incontext import incontext  # noqa: E402
+from selfsup.adapt.tools.prune import prune  # noqa: E402
+from selfsup.data.austen import austen_novels_task, austen_speech_task  # noqa: E402
 
 HEROINES = {"emma": "emma", "persuasion": "anne", "prideprejudice": "elizabeth", "sensesensibility": "elinor",
             "mansfieldpark": "fanny", "northangerabbey": "catherine"}
@@ -93,7 +94,8 @@ def _inference_seconds(folder: Path, eval_file: str) -> float:
 def part_methods(task: dict, mlm: Path, work: Path, seeds: int) -> str:
     prompt = PROMPTS[task["name"]]
     rows = []
-    methods = [("full", []), ("linear", []), ("lora", []), ("adapter", []), ("prefix", []), ("soft-prompt", []),
+    methods = [("full", []), ("linear", []), ("bitfit", []), ("lora", []), ("ia3", []), ("adapter", []), ("prefix", []),
+               ("soft-prompt", []),
                ("prompt", [f"template={prompt['template']}", f"verbalizer={json.dumps(prompt['verbalizer'])}"]),
                ("early-exit", [])]
     for method, sets in methods:

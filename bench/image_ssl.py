@@ -87,8 +87,8 @@ def main() -> None:
 
     from selfsup import pretrain
     from selfsup.data.images import ImageDataConfig, digits_split, load_images
-    from selfsup.evaluate.cli import evaluate
-    from selfsup.evaluate.probes import knn_probe, linear_probe, pixel_features
+    from selfsup.evaluation.cli import evaluate
+    from selfsup.evaluation.probes import knn_probe, linear_probe, pixel_features
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

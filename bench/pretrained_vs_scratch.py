@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from selfsup import pretrain  # noqa: E402
-from selfsup.adapt.suite import run_suite  # noqa: E402
-from selfsup.adapt.tasks import austen_novels_task, austen_speech_task  # noqa: E402
+from selfsup.adapt.tools.suite import run_suite  # noqa: E402
+from selfsup.data.austen import austen_novels_task, austen_speech_task  # noqa: E402
 
 
 def main() -> None:

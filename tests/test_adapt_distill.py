@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_cli
-from selfsup.adapt.prune import evenly_spaced
-from selfsup.adapt.tasks import austen_novels_task
+from selfsup.adapt.shared.surgery import evenly_spaced
+from selfsup.data.austen import austen_novels_task
 from selfsup.losses import distillation_loss
 from test_adapt_heads import make_checkpoint
 
@@ -27,7 +27,7 @@ def tiny_teacher(folder: Path, persuasion: Path) -> dict:
     Emma (150 passages each; eval accuracy about 0.68). Returns the paths."""
     import transformers as tf
 
-    from selfsup.adapt.finetune import finetune
+    from selfsup.adapt.core.run import finetune
 
     torch.set_num_threads(1)
     texts = [t for t in persuasion.read_text().split("\n\n")[:300] if t.strip()]
@@ -101,8 +101,8 @@ def test_student_layers_are_spread_like_distilbert():
 def test_a_two_layer_student_learns_from_the_teacher(teacher, tmp_path):
     import transformers as tf
 
-    from selfsup.adapt.distill import distill
-    from selfsup.adapt.finetune import evaluate_finetuned
+    from selfsup.adapt.tools.distill import distill
+    from selfsup.adapt.core.evaluation import evaluate_finetuned
 
     extra = austen_novels_task(tmp_path / "extra", train_per_class=60, eval_per_class=1, seed=1,
                                novels=["persuasion", "emma"])  # training-part passages only: never eval text

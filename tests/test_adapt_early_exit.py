@@ -14,12 +14,19 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_cli
-from selfsup.adapt.early_exit import (build_early_exit, early_exit_predict, exit_sweep, intermediate_loss,
-                                      joint_loss, pabee_weights, patience_exit_layers, prediction_entropy,
-                                      run_stage, save_early_exit)
-from selfsup.adapt.finetune import collate, encode, evaluate_finetuned, finetune, parse_overrides, predict
-from selfsup.adapt.heads import load_finetuned, load_tokenizer, save_task
-from selfsup.adapt.tasks import austen_novels_task, columns_for, read_task
+from selfsup.adapt.shared.exit_heads import build_early_exit, run_stage, save_early_exit
+from selfsup.adapt.shared.exit_model import (early_exit_predict, intermediate_loss, joint_loss, pabee_weights,
+                                             patience_exit_layers, prediction_entropy)
+from selfsup.adapt.tools.exit_sweep import exit_sweep
+from selfsup.adapt.core.evaluation import evaluate_finetuned, predict
+from selfsup.adapt.core.features import collate, encode
+from selfsup.adapt.core.options import parse_overrides
+from selfsup.adapt.core.run import finetune
+from selfsup.adapt.core.artifacts import load_finetuned
+from selfsup.adapt.core.models import load_tokenizer, save_task
+from selfsup.adapt.core.kinds import columns_for
+from selfsup.adapt.core.tasks import read_task
+from selfsup.data.austen import austen_novels_task
 from selfsup.errors import SelfsupError
 from test_adapt_heads import make_checkpoint
 
@@ -166,8 +173,8 @@ def test_deebert_stage_2_trains_only_the_intermediate_heads(ckpts, novels):
     feats = encode("sequence-classification", tok, examples, ["northangerabbey", "persuasion"], 48, True,
                    parse_overrides([]))
     cfg = parse_overrides(FAST + ["max_steps=2", "lr=1e-2"])
-    common = dict(lr=1e-2, seed=0, device=torch.device("cpu"),
-                  collate_fn=lambda chunk: collate(chunk, tok.pad_token_id, "cpu"), eval_fn=lambda m: {})
+    common = dict(lr=1e-2, seed=0, collate_fn=lambda chunk, dev: collate(chunk, tok.pad_token_id, dev),
+                  eval_fn=lambda m: {})
 
     def snapshot():
         return {n: p.detach().clone() for n, p in model.named_parameters()}

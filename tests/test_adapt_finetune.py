@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from adapt_data import write_conll
 from conftest import run_cli
-from selfsup.adapt.finetune import finetune
-from selfsup.adapt.tasks import austen_novels_task
+from selfsup.adapt.core.run import finetune
+from selfsup.data.austen import austen_novels_task
 from selfsup.cli import main
 from test_adapt_heads import make_checkpoint
 
@@ -168,7 +168,7 @@ def test_embed_sentences_tokens_and_word_similarity(bert, tmp_path, capsys):
 
 
 def test_suite_curves_are_the_mean_over_seeds():
-    from selfsup.adapt.suite import mean_history
+    from selfsup.adapt.tools.suite import mean_history
 
     runs = [{"history": [{"epoch": 1, "train_loss": 1.0, "accuracy": 0.5}, {"epoch": 2, "train_loss": 0.5}]},
             {"history": [{"epoch": 1, "train_loss": 3.0, "accuracy": 0.7}, {"epoch": 2, "train_loss": 1.5}]}]

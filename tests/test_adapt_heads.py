@@ -10,9 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from adapt_data import write_conll, write_pairs, write_squad
-from selfsup.adapt.finetune import FinetuneConfig, collate, encode, evaluate_finetuned, finetune
-from selfsup.adapt.heads import build_model, count_parameters, freeze_backbone, load_finetuned, load_tokenizer
-from selfsup.adapt.tasks import columns_for, label_set, read_task
+from selfsup.adapt.core.evaluation import evaluate_finetuned
+from selfsup.adapt.core.features import collate, encode
+from selfsup.adapt.core.options import FinetuneConfig
+from selfsup.adapt.core.run import finetune
+from selfsup.adapt.core.artifacts import load_finetuned
+from selfsup.adapt.core.models import build_model, count_parameters, freeze_backbone, load_tokenizer
+from selfsup.adapt.core.kinds import columns_for
+from selfsup.adapt.core.tasks import label_set, read_task
 
 FAMILIES = ["bert", "minilm", "albert", "roberta", "gpt2", "llama", "bart"]
 

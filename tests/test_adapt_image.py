@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from selfsup import pretrain
-from selfsup.adapt.finetune import finetune
-from selfsup.adapt.image_task import load_classifier
+from selfsup.adapt.core.run import finetune
+from selfsup.adapt.core.images import load_classifier
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 

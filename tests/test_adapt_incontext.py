@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from conftest import run_cli
-from selfsup.adapt.heads import load_tokenizer
-from selfsup.adapt.incontext import (batch_prior, content_free_prior, contextual_calibration, draw_demonstrations,
-                                     incontext, mean_std)
-from selfsup.adapt.prompting import PromptClassifier, PromptTokenizer, build_spec
-from selfsup.adapt.tasks import TextExample, austen_novels_task
+from selfsup.adapt.core.models import load_tokenizer
+from selfsup.adapt.tools.incontext import (batch_prior, content_free_prior, contextual_calibration,
+                                           draw_demonstrations, incontext, mean_std)
+from selfsup.adapt.shared.prompt_inputs import PromptTokenizer
+from selfsup.adapt.shared.prompts import PromptClassifier, build_spec
+from selfsup.adapt.core.tasks import TextExample
+from selfsup.data.austen import austen_novels_task
 from selfsup.errors import SelfsupError
 from test_adapt_heads import make_checkpoint
 

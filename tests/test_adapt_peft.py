@@ -9,10 +9,16 @@ import json
 import pytest
 import torch
 
-from selfsup.adapt.finetune import FinetuneConfig, evaluate_finetuned, finetune, parse_overrides, predict
-from selfsup.adapt.heads import build_model, count_parameters, load_finetuned, load_tokenizer
-from selfsup.adapt.peft_methods import load_shared, use_task, wrap
-from selfsup.adapt.tasks import austen_novels_task
+from selfsup.adapt.core.evaluation import evaluate_finetuned, predict
+
+
+from selfsup.adapt.core.run import finetune
+from selfsup.adapt.core.artifacts import load_finetuned
+from selfsup.adapt.core.models import build_model, count_parameters, load_tokenizer
+from selfsup.adapt.core.options import split_overrides
+from selfsup.adapt.registry import get_method
+from selfsup.adapt.shared.shared_backbone import load_shared, use_task
+from selfsup.data.austen import austen_novels_task
 from selfsup.errors import SelfsupError
 from test_adapt_heads import make_checkpoint
 
@@ -38,7 +44,7 @@ def tuned(tmp_path_factory, bert):
     other = austen_novels_task(d / "task", train_per_class=150, eval_per_class=10,
                                novels=["persuasion", "northangerabbey"])
     finetune(bert, "sequence-classification", other["train"], other["eval"], d / "run", epochs=4,
-             overrides=FAST + ["lr=2e-3"])
+             overrides=FAST + ["lr=2e-3", "keep_best=false"])
     tf.AutoModelForSequenceClassification.from_pretrained(d / "run" / "model").bert.save_pretrained(d / "bb")
     load_tokenizer(d / "run" / "model").save_pretrained(d / "bb")
     return d / "bb"
@@ -48,6 +54,14 @@ def tuned(tmp_path_factory, bert):
 def novels(tmp_path_factory):
     return austen_novels_task(tmp_path_factory.mktemp("novels"), train_per_class=150, eval_per_class=50,
                               novels=["persuasion", "emma"])
+
+
+def wrap(model, method: str, head: set, kind: str, sets: list, source):
+    """The registered method's `prepare` with its options parsed from `--set` pairs."""
+    adapter = get_method(method)
+    _, (opts,) = split_overrides(sets, own=(adapter.Options,))
+    adapter.check(model.config.model_type, kind, opts)
+    return adapter.prepare(model, head, kind, opts, source)
 
 
 def _model(path, kind="sequence-classification", labels=("a", "b")):
@@ -62,8 +76,7 @@ def _wrapped(path, method, sets=()):
     model, head, batch = _model(path)
     with torch.no_grad():
         ref = model(**batch).logits
-    cfg = parse_overrides(list(sets))
-    wrapped, backbone = wrap(model, method, head, "sequence-classification", cfg, path)
+    wrapped, backbone = wrap(model, method, head, "sequence-classification", list(sets), path)
     return wrapped.eval(), ref, batch, backbone
 
 
@@ -103,7 +116,7 @@ def test_trainable_parameter_counts_are_exact(bert, method, sets, expected):
 
 def test_lora_learns_saves_a_small_artifact_and_reloads(tuned, novels, tmp_path):
     m = finetune(tuned, "sequence-classification", novels["train"], novels["eval"], tmp_path / "run", epochs=4,
-                 method="lora", overrides=FAST + ["lr=1e-2", "lora_r=16"])
+                 method="lora", overrides=FAST + ["lr=1e-2", "lora_r=16", "keep_best=false"])
     # it learns: the training passages are fitted well above chance (held-out accuracy on 100 passages from
     # a tiny random-init backbone is too noisy to bound tightly; it must not fall below chance)
     fitted = evaluate_finetuned(tmp_path / "run", novels["train"])["eval"]["accuracy"]
@@ -177,6 +190,6 @@ def test_unsupported_method_family_is_a_one_line_error(tmp_path, persuasion, nov
     assert not (tmp_path / "run").exists()
     with pytest.raises(SelfsupError, match="soft-prompt.*token-classification"):
         model, head, _ = _model(albert, "token-classification", ["O", "B-PER"])
-        wrap(model, "soft-prompt", head, "token-classification", FinetuneConfig(), albert)
+        wrap(model, "soft-prompt", head, "token-classification", [], albert)
     with pytest.raises(SelfsupError, match="--method"):
-        finetune(albert, "sequence-classification", novels["train"], novels["eval"], tmp_path / "x", method="bitfit")
+        finetune(albert, "sequence-classification", novels["train"], novels["eval"], tmp_path / "x", method="nosuch")

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from conftest import run_cli
-from selfsup.adapt.distill import teacher_logits
-from selfsup.adapt.finetune import evaluate_finetuned, finetune, predict
-from selfsup.adapt.heads import load_finetuned
-from selfsup.adapt.pet import (ensemble_soft_labels, pseudo_label_count, pvp_weights, select_pseudo_labeled)
-from selfsup.adapt.tasks import austen_novels_task
+from selfsup.adapt.core.evaluation import predict_logits as teacher_logits
+from selfsup.adapt.core.evaluation import evaluate_finetuned, predict
+from selfsup.adapt.core.run import finetune
+from selfsup.adapt.core.artifacts import load_finetuned
+from selfsup.adapt.methods.pet import (ensemble_soft_labels, pseudo_label_count, pvp_weights, select_pseudo_labeled)
+from selfsup.data.austen import austen_novels_task
 from selfsup.losses import soft_target_kl
 from test_adapt_heads import make_checkpoint
 
@@ -134,7 +135,8 @@ def test_pet_run_writes_its_parts_and_the_final_classifier_learns_the_soft_label
     assert soft.shape == (40, 2) and bool((soft >= 0).all())
     assert torch.allclose(soft.sum(1), torch.ones(40), atol=1e-5)
     assert soft.max(1).values.mean() > 0.6  # the trained PVPs are not indifferent: there is something to learn
-    from selfsup.adapt.tasks import Columns, read_task
+    from selfsup.adapt.core.kinds import Columns
+    from selfsup.adapt.core.tasks import read_task
 
     pool = read_task(setup["unlabeled"], "sequence-classification", Columns(), labeled=False)
     scores = []

@@ -14,13 +14,17 @@ import pytest
 import torch
 
 from conftest import run_cli
-from selfsup.adapt.finetune import collate, evaluate_finetuned, finetune
-from selfsup.adapt.heads import count_parameters, load_finetuned, load_tokenizer
-from selfsup.adapt.prompting import (DemonstrationPool, PromptClassifier, PromptTokenizer, append_continuations,
-                                     build_spec, choose_demonstrations, class_scores, continuation_positions,
-                                     fit_segments, lm_kind_of, load_lm, mask_positions, parse_template,
-                                     parse_verbalizer, read_positions, share_budget, word_scores)
-from selfsup.adapt.tasks import TextExample
+from selfsup.adapt.core.evaluation import evaluate_finetuned
+from selfsup.adapt.core.features import collate
+from selfsup.adapt.core.run import finetune
+from selfsup.adapt.core.artifacts import load_finetuned
+from selfsup.adapt.core.models import count_parameters, load_tokenizer
+from selfsup.adapt.shared.prompt_inputs import (DemonstrationPool, PromptTokenizer, choose_demonstrations,
+                                                fit_segments, share_budget)
+from selfsup.adapt.shared.prompts import (PromptClassifier, append_continuations, build_spec, class_scores,
+                                          continuation_positions, lm_kind_of, load_lm, mask_positions,
+                                          parse_template, parse_verbalizer, read_positions, word_scores)
+from selfsup.adapt.core.tasks import TextExample
 from selfsup.errors import SelfsupError
 from test_adapt_heads import make_checkpoint
 

@@ -14,11 +14,16 @@ import pytest
 import torch
 
 from conftest import run_cli
-from selfsup.adapt.finetune import FinetuneConfig, collate, encode, evaluate_finetuned
-from selfsup.adapt.heads import count_parameters, load_finetuned
-from selfsup.adapt.prune import (gated_heads, head_counts, head_importance, heads_to_prune, keep_layers,
-                                 layers_to_keep, load_pruned, per_example_loss, prune, remove_heads)
-from selfsup.adapt.tasks import Columns, read_task
+from selfsup.adapt.core.evaluation import evaluate_finetuned
+from selfsup.adapt.core.features import collate, encode
+from selfsup.adapt.core.options import FinetuneConfig
+from selfsup.adapt.core.artifacts import load_finetuned
+from selfsup.adapt.core.models import count_parameters
+from selfsup.adapt.shared.surgery import (gated_heads, head_counts, head_importance, heads_to_prune, keep_layers,
+                                          layers_to_keep, load_pruned, per_example_loss, remove_heads)
+from selfsup.adapt.tools.prune import prune
+from selfsup.adapt.core.kinds import Columns
+from selfsup.adapt.core.tasks import read_task
 from selfsup.errors import SelfsupError
 from test_adapt_distill import tiny_teacher
 from test_adapt_heads import make_checkpoint
@@ -203,7 +208,7 @@ def test_bad_input_is_one_line(teacher, tmp_path):
 
 
 def test_albert_is_refused(tmp_path, persuasion):
-    from selfsup.adapt.heads import build_model, load_tokenizer, save_task
+    from selfsup.adapt.core.models import build_model, load_tokenizer, save_task
 
     texts = [t for t in persuasion.read_text().split("\n\n")[:100] if t.strip()]
     path = make_checkpoint(tmp_path, "albert", texts)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from adapt_tok import hand_tokenizer
-from selfsup.adapt.finetune import FinetuneConfig, encode
-from selfsup.adapt.qa import CLS_INDEX, QAPostProcessor, best_span, window_targets
-from selfsup.adapt.tasks import QAExample
+from selfsup.adapt.core.features import encode
+from selfsup.adapt.core.options import FinetuneConfig
+from selfsup.adapt.core.qa import CLS_INDEX, QAPostProcessor, best_span, window_targets
+from selfsup.adapt.core.tasks import QAExample
 
 FILLER = "captain wentworth wrote a letter from lyme in the evening . "
 CONTEXT = FILLER * 5 + "anne elliot walked to kellynch hall . " + FILLER * 2

@@ -6,10 +6,12 @@ import json
 
 from adapt_data import write_conll, write_squad
 from adapt_tok import hand_tokenizer
-from selfsup.adapt.finetune import FinetuneConfig, encode
-from selfsup.adapt.tasks import (IGNORE, TaggedSentence, TextExample, austen_novels_task, austen_speech_task,
-                                 columns_for, first_piece_index, first_piece_labels, join_words, quoted_spans,
-                                 read_task, subsample, token_word_ids)
+from selfsup.adapt.core.features import encode
+from selfsup.adapt.core.options import FinetuneConfig
+from selfsup.adapt.core.kinds import columns_for
+from selfsup.adapt.core.tasks import (IGNORE, TaggedSentence, TextExample, first_piece_index, first_piece_labels,
+                                      join_words, read_task, subsample, token_word_ids)
+from selfsup.data.austen import austen_novels_task, austen_speech_task, quoted_spans
 from selfsup.cli import main
 
 

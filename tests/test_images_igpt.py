@@ -85,7 +85,9 @@ def test_loss_is_the_next_token_cross_entropy_on_the_same_logits():
 def test_short_run_lowers_heldout_loss_beats_untrained_features_and_export_reloads(digits_split, tmp_path):
     from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
-    from selfsup.evaluate.cli import evaluate, load_encoder
+    from selfsup.adapt.core.encoders import load_image_encoder as load_encoder
+
+    from selfsup.evaluation.cli import evaluate
 
     train, held = digits_split
     runs, metrics = {}, {}

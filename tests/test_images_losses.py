@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from selfsup import losses
-from selfsup.evaluate.diagnostics import diagnose, effective_rank, feature_std
-from selfsup.evaluate.probes import knn_probe
+from selfsup.diagnostics import diagnose, effective_rank, feature_std
+from selfsup.evaluation.probes import knn_probe
 from selfsup.pretext.views import NEIGHBOURS, context_geometry, context_pair, rotations, simclr_pipeline
 
 

@@ -12,8 +12,8 @@ import torch
 
 from conftest import run_cli
 from selfsup import pretrain
-from selfsup.engine.pretrain import read_logged
-from selfsup.evaluate.cli import evaluate
+from selfsup.engine.logs import read_logged
+from selfsup.evaluation.cli import evaluate
 
 TINY = ["data.image_size=16", "train.batch_size=64", "train.threads=1", "train.eval_every=1000",
         "train.checkpoint_every=1000", "train.eval_batches=2", "train.log_every=1", "train.warmup_steps=5",

@@ -14,7 +14,7 @@ import torch
 
 from conftest import TINY, run_cli
 from selfsup import pretrain
-from selfsup.engine.pretrain import read_logged
+from selfsup.engine.logs import read_logged
 from selfsup.errors import TrainingDiverged
 
 

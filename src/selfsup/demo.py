@@ -111,8 +111,8 @@ def downstream_section(out: Path, pretrained: Path, task: dict, console, shots: 
                        epochs: int = 10) -> dict:
     """The pretrained model fine-tuned on a real labeled task with few labels — is this sentence spoken by a
     character or the narrator's? — against the same architecture from a random init; one plot of both curves."""
-    from selfsup.adapt.finetune import finetune
-    from selfsup.adapt.plots import plot_history
+    from selfsup.adapt.core.run import finetune
+    from selfsup.report.figures import plot_history
 
     console.rule(f"[bold]text: fine-tune on {2 * shots} labeled sentences — speech or narration?")
     runs = {}
@@ -135,7 +135,8 @@ def image_section(out: Path, console, steps: int = 200) -> dict:
     a PCA picture of the held-out features of both (out/images/features_pca.png)."""
     from selfsup.data.images import digits_split
     from selfsup.engine.pretrain import pretrain
-    from selfsup.evaluate.cli import evaluate, load_encoder
+    from selfsup.adapt.core.encoders import load_image_encoder as load_encoder
+    from selfsup.evaluation.cli import evaluate
 
     console.rule("[bold]images: SimCLR on handwritten digits")
     train, held = digits_split(out / "images" / "data")
@@ -164,7 +165,7 @@ def _plot_features(folder: Path, held: Path, load_encoder) -> None:
     from sklearn.decomposition import PCA
 
     from selfsup.data.images import ImageDataConfig, load_images
-    from selfsup.evaluate.probes import encoder_features
+    from selfsup.evaluation.probes import encoder_features
     from selfsup.fileio import atomic_write_bytes
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), dpi=110)
@@ -192,7 +193,7 @@ def run_demo(out: str = "runs/demo", steps: int | None = None, force: bool = Fal
     out_path = Path(out)
     _prepare_out(out_path, force)
     embedded_corpus()  # a broken install is an error before anything is written
-    from selfsup.adapt.tasks import austen_speech_task
+    from selfsup.data.austen import austen_speech_task
 
     out_path.mkdir(parents=True, exist_ok=True)
     (out_path / MARKER).write_text("made by `selfsup demo`; a later demo replaces this folder\n")

@@ -1,5 +1,5 @@
-"""Verbs for downstream text tasks: `finetune`, `predict`, `benchmark`, `embed` (the text side of `evaluate`
-lives here as `evaluate_text`, called by `selfsup.evaluate.cli`).
+"""Verbs of the adaptation side: `finetune`, `predict`, `benchmark`, `embed`, `incontext`, `early-exit`,
+`distill`, `prune`. `--method` choices and help come from the method registry.
 
 Imports nothing heavy at module level (the CLI imports this module to build its parser)."""
 from __future__ import annotations
@@ -8,8 +8,7 @@ import argparse
 import json
 import sys
 
-KINDS = ("sequence-classification", "sequence-regression", "pair-classification", "token-classification",
-         "extractive-qa", "image-classification")
+from selfsup.adapt.core.kinds import TASK_KINDS
 
 
 def _columns(p: argparse.ArgumentParser, label: bool = True) -> None:
@@ -26,7 +25,7 @@ def _fmt(metrics: dict) -> str:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from selfsup.adapt.finetune import finetune
+    from selfsup.adapt.core.run import finetune
 
     m = finetune(args.model, args.task, args.train, args.eval, args.out, method=args.method, init=args.init,
                  text_column=args.text_column, pair_column=args.pair_column, label_column=args.label_column,
@@ -46,25 +45,8 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_text(args: argparse.Namespace) -> int:
-    """`selfsup evaluate --model FINETUNED --eval FILE`: a fine-tuned text model's task metrics."""
-    from selfsup.adapt.finetune import evaluate_finetuned
-    from selfsup.errors import SelfsupError
-
-    if len(args.eval) != 1:
-        raise SelfsupError("--eval: give one labeled file to evaluate a fine-tuned model on")
-    m = evaluate_finetuned(args.model, args.eval[0], args.out, text_column=args.text_column,
-                           pair_column=args.pair_column, label_column=args.label_column,
-                           batch_size=args.batch_size, overrides=args.set)
-    print(f"eval: {_fmt(m['eval'])}")
-    if args.out:
-        out = str(args.out)
-        print(f"wrote {out if out.endswith('.json') else out + '/metrics.json'}")
-    return 0
-
-
 def _predict(args: argparse.Namespace) -> int:
-    from selfsup.adapt.finetune import predict
+    from selfsup.adapt.core.evaluation import predict
     from selfsup.errors import SelfsupError
 
     out = sys.stdout
@@ -104,7 +86,7 @@ def _write_predictions(preds, f) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from selfsup.adapt.suite import run_suite
+    from selfsup.adapt.tools.suite import run_suite
 
     result = run_suite(args.suite, args.out, progress=not args.no_progress)
     print(result["markdown"])
@@ -113,7 +95,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _incontext(args: argparse.Namespace) -> int:
-    from selfsup.adapt.incontext import incontext
+    from selfsup.adapt.tools.incontext import incontext
 
     m = incontext(args.model, args.task, args.train, args.eval, shots=args.shots, draws=args.draws,
                   calibrate=args.calibrate, template=args.template, verbalizer=args.verbalizer,
@@ -154,7 +136,7 @@ def _add_incontext_verb(sub) -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from selfsup.adapt.embed import embed
+    from selfsup.adapt.tools.embed import embed
 
     info = embed(args.model, args.input, args.out, level=args.level, pooling=args.pooling, layer=args.layer,
                  text_column=args.text_column, batch_size=args.batch_size, max_length=args.max_length,
@@ -164,28 +146,27 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _method_help(method) -> str:
+    import dataclasses
+
+    keys = [f.name for f in dataclasses.fields(method.Options)]
+    return f"{method.name}: {method.help}" + (f" (--set {', '.join(keys)})" if keys else "")
+
+
 def add_parser(sub) -> None:
+    from selfsup.adapt.registry import get_method, method_names
+
     ft = sub.add_parser("finetune", help="fine-tune a checkpoint on a labeled text task",
                         description="Train a task head on MODEL (a selfsup run folder or a local HF checkpoint "
                                     "folder) and evaluate it every epoch.")
     ft.add_argument("--model", required=True, metavar="MODEL")
-    ft.add_argument("--task", required=True, choices=KINDS, metavar="KIND", help=" | ".join(KINDS))
+    ft.add_argument("--task", required=True, choices=TASK_KINDS, metavar="KIND", help=" | ".join(TASK_KINDS))
     ft.add_argument("--train", required=True, metavar="FILE", help="CSV/TSV/JSONL, CoNLL (tagging), SQuAD JSON "
                     "(QA) or hf:NAME[:CONFIG][@SPLIT]")
     ft.add_argument("--eval", required=True, metavar="FILE")
     ft.add_argument("--out", required=True, metavar="DIR", help="new folder: model/, metrics.json, curves.png")
-    ft.add_argument("--method", choices=("full", "linear", "lora", "adapter", "prefix", "soft-prompt", "early-exit",
-                                           "prompt", "pet"),
-                    default="full", help="full: train everything; linear: freeze the backbone, train the head; "
-                    "lora | adapter (Houlsby) | prefix | soft-prompt: parameter-efficient, saves only the small "
-                    "task artifact (--set lora_r=, lora_alpha=, lora_dropout=, adapter_size=, num_virtual_tokens=); "
-                    "early-exit: a classifier on every layer (--set exit_training=joint|two-stage; then "
-                    "`selfsup early-exit` sweeps exit thresholds); prompt: the LM head fills a template's "
-                    "blank with label words, no new head (--set template='{text} It was {mask}.', "
-                    "verbalizer='{pos: great, neg: [bad, awful]}' or a .json/.yaml file, demonstrations=true); "
-                    "pet: PET/iPET, prompt-tuned patterns soft-label --unlabeled and a classifier learns them "
-                    "(--set patterns='[\"{text} It was {mask}.\", \"{mask}: {text}\"]', verbalizers=[...], "
-                    "pet_temperature=2, pet_weighting=accuracy|uniform, ipet_rounds=N)")
+    ft.add_argument("--method", choices=method_names(), default="full", metavar="METHOD",
+                    help="; ".join(_method_help(get_method(name)) for name in method_names()))
     ft.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained",
                     help="scratch: the same architecture, randomly initialized")
     _columns(ft)
@@ -262,7 +243,7 @@ def add_parser(sub) -> None:
 
 
 def _early_exit(args: argparse.Namespace) -> int:
-    from selfsup.adapt.early_exit import exit_sweep, sweep_markdown
+    from selfsup.adapt.tools.exit_sweep import exit_sweep, sweep_markdown
 
     result = exit_sweep(args.model, args.eval, args.out, rule=args.rule, thresholds=args.thresholds,
                         batch_size=args.batch_size, repeats=args.repeats, text_column=args.text_column,
@@ -273,7 +254,7 @@ def _early_exit(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from selfsup.adapt.distill import distill
+    from selfsup.adapt.tools.distill import distill
 
     m = distill(args.teacher, args.student, args.train, args.eval, args.out, unlabeled=args.unlabeled,
                 init=args.init, epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, seeds=args.seeds,
@@ -290,7 +271,7 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from selfsup.adapt.prune import markdown_table, prune
+    from selfsup.adapt.tools.prune import markdown_table, prune
 
     m = prune(args.model, args.eval, args.out, layers=args.layers, heads=args.heads, sweep=args.sweep,
               importance_data=args.importance_data, layer_order=args.layer_order, train=args.train,

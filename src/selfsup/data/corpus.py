@@ -39,7 +39,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("SELFSUP_CACHE") or Path.home() / ".cache" / "selfsup")
 
 
-def _fingerprint(sources: list[str], extra: Any) -> str:
+def fingerprint(sources: list[str], extra: Any) -> str:
     h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
     for s in sources:
         h.update(s.encode())
@@ -61,7 +61,7 @@ def get_tokenizer(cfg: TokenizerConfig, sources: list[str], column: str, add_cls
     from transformers import AutoTokenizer
 
     sources = expand_sources(sources)
-    key = _fingerprint(sources, {"tok": dataclasses.asdict(cfg), "cls_sep": add_cls_sep, "column": column,
+    key = fingerprint(sources, {"tok": dataclasses.asdict(cfg), "cls_sep": add_cls_sep, "column": column,
                                  "v": FORMAT_VERSION})
     folder = cache_root() / "tokenizers" / key
     if not (folder / "tokenizer.json").exists():
@@ -113,7 +113,7 @@ def build_corpus(sources: list[str], column: str, tokenizer, batch_sentences: in
     """Tokenize the sources once (streaming, constant memory) and cache the result; reuse it next time."""
     sources = expand_sources(sources)
     backend = tokenizer.backend_tokenizer
-    key = _fingerprint(sources, {"column": column, "v": FORMAT_VERSION,
+    key = fingerprint(sources, {"column": column, "v": FORMAT_VERSION,
                                  "tokenizer": hashlib.sha256(backend.to_str().encode()).hexdigest()})
     folder = cache_root() / "corpora" / key
     if (folder / "meta.json").exists():

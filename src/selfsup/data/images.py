@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from selfsup.config import bounded
-from selfsup.data.corpus import _fingerprint, cache_root
+from selfsup.data.corpus import fingerprint, cache_root
 from selfsup.errors import SelfsupError
 from selfsup.fileio import atomic_dir
 
@@ -322,7 +322,7 @@ def load_images(sources: list[str], cfg: ImageDataConfig) -> ImageSet:
         if s != "sklearn:digits":
             p = Path(s)
             fingerprint_sources.extend(sorted(str(f) for f in p.rglob("*") if f.is_file()) if p.is_dir() else [s])
-    key = _fingerprint(fingerprint_sources, {"v": FORMAT_VERSION, "all": sources, "size": cfg.image_size,
+    key = fingerprint(fingerprint_sources, {"v": FORMAT_VERSION, "all": sources, "size": cfg.image_size,
                                              "channels": cfg.channels, "max": cfg.max_images,
                                              "cols": [cfg.image_column, cfg.label_column]})
     folder = cache_root() / "images" / key

@@ -54,7 +54,7 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) for each line; a NUL byte or invalid UTF-8 is an error naming the line."""
     with _open_bytes(path) as f:
         for lineno, raw in enumerate(f, 1):
@@ -66,13 +66,13 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise SelfsupError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
 
 
-def _inner_suffix(path: Path) -> str:
+def inner_suffix(path: Path) -> str:
     return Path(path.stem).suffix if path.suffix in (".xz", ".gz") else path.suffix
 
 
 def _plain_paragraphs(path: Path, doc: int) -> Iterator[Paragraph]:
     buf: list[str] = []
-    for _, line in _decoded_lines(path):
+    for _, line in decoded_lines(path):
         line = line.strip().lstrip("\ufeff")
         if line:
             buf.append(line)
@@ -94,9 +94,9 @@ def _row_text(row: dict, column: str, where: str) -> str:
 
 def file_rows(path: Path) -> Iterator[tuple[str, dict]]:
     """(`file:line`, row) for each row of a CSV / TSV / JSONL file (also `.gz` / `.xz`)."""
-    suffix = _inner_suffix(path)
+    suffix = inner_suffix(path)
     if suffix in (".csv", ".tsv"):
-        numbered = _decoded_lines(path)
+        numbered = decoded_lines(path)
         current = {"line": 0}
 
         def lines() -> Iterator[str]:
@@ -111,7 +111,7 @@ def file_rows(path: Path) -> Iterator[tuple[str, dict]]:
             yield f"{path}:{current['line']}", {k: v for k, v in row.items() if k is not None}
         return
     if suffix in (".jsonl", ".json"):
-        for lineno, line in _decoded_lines(path):
+        for lineno, line in decoded_lines(path):
             if not line.strip():
                 continue
             try:
@@ -168,7 +168,7 @@ def read_paragraphs(sources: list[str], column: str = "text") -> Iterator[Paragr
             from selfsup.data.hub import hub_rows
 
             stream = _row_paragraphs(hub_rows(s), column, doc)
-        elif _inner_suffix(Path(s)) in (".jsonl", ".json", ".csv", ".tsv"):
+        elif inner_suffix(Path(s)) in (".jsonl", ".json", ".csv", ".tsv"):
             stream = _row_paragraphs(file_rows(Path(s)), column, doc)
         else:
             stream = _plain_paragraphs(Path(s), doc)

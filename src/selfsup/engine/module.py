@@ -33,6 +33,28 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """Lightning's precision for a recipe's `precision` key: `auto` is bf16-mixed on CUDA devices with bf16,
+    else fp32 (CPUs without native bf16 matmul emulate it, slower than fp32; opt in explicitly)."""
+    if precision != "auto":
+        return "32-true" if precision == "32" else precision
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (accelerator lines, tips) and known deprecation noise off the screen."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*val_dataloader.*")
+
+
 def _batch_size(batch: dict) -> int:
     return next((int(v.shape[0]) for v in batch.values() if torch.is_tensor(v) and v.ndim), 1)
 

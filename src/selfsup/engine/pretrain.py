@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from selfsup.engine.logs import read_logged
 from selfsup.errors import SelfsupError
 from selfsup.fileio import atomic_dir, atomic_write_json, atomic_write_text
 from selfsup.recipes import Recipe, load_recipe
@@ -28,16 +29,6 @@ def _check_out(out: Path, resume: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SelfsupError(f"{out}: already exists and is not empty; pass --resume to continue that run, "
                            "or choose another --out")
-
-
-def _precision(cfg, accelerator: str) -> str:
-    if cfg.precision != "auto":
-        return "32-true" if cfg.precision == "32" else cfg.precision
-    import torch
-
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"  # CPUs without native bf16 matmul emulate it, slower than fp32; opt in with train.precision
 
 
 def _resolve(recipe: str | dict | Recipe, out: Path, resume: bool, overrides: list[str]) -> Recipe:
@@ -77,18 +68,6 @@ def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.P
     return _train(r, objective_cls, prepared, out, resume, callbacks or [], progress, quiet)
 
 
-def quiet_lightning() -> None:
-    """Keep Lightning's start-up chatter (accelerator lines, tips) and known deprecation noise off the screen."""
-    import logging
-    import warnings
-
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*val_dataloader.*")
-
-
 def _launched_child() -> bool:
     """True in the extra processes Lightning's DDP launcher starts (they re-run our command line)."""
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
@@ -106,7 +85,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     from lightning.pytorch.loggers import CSVLogger
 
     from selfsup.engine.checkpoint import AtomicCheckpointIO
-    from selfsup.engine.module import PretrainModule
+    from selfsup.engine.module import PretrainModule, quiet_lightning, resolve_precision
     from selfsup.engine.stream import HELDOUT, TRAIN, StepBatches, make_loader
 
     c = r.train
@@ -146,7 +125,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
                            save_top_k=1, save_last=False, enable_version_counter=False)
     trainer = L.Trainer(
         max_steps=c.max_steps, accelerator=accelerator, devices=c.devices, num_nodes=c.num_nodes,
-        strategy=strategy, precision=_precision(c, accelerator),
+        strategy=strategy, precision=resolve_precision(c.precision, accelerator),
         gradient_clip_val=c.grad_clip or None, accumulate_grad_batches=c.accumulate,
         logger=CSVLogger(str(out), name="logs", version=f"attempt-{attempt}"),
         callbacks=[ckpt, *([TQDMProgressBar(refresh_rate=max(1, c.log_every // 2))] if progress else []),
@@ -185,26 +164,11 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     metrics = _summarize(r, out, objective, trainer, seconds, trainer.global_step - start_step, final)
     with atomic_dir(out / "model", replace=True) as tmp:
         objective.export(tmp)
-    from selfsup.report.plots import plot_training_curves
+    from selfsup.report.figures import plot_training_curves
 
-    plot_training_curves(out)
+    plot_training_curves(read_logged(out), out / "loss_curve.png", title=out.name)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def read_logged(out: Path) -> list[dict[str, float]]:
-    """All logged rows of every attempt, later attempts winning for the same step."""
-    import csv
-
-    rows: dict[tuple[int, str], dict[str, float]] = {}
-    for f in sorted((out / "logs").glob("attempt-*/metrics.csv"), key=lambda p: int(p.parent.name.split("-")[1])):
-        with open(f, newline="") as fh:
-            for row in csv.DictReader(fh):
-                vals = {k: float(v) for k, v in row.items() if v not in ("", None)}
-                if "step" in vals:
-                    kind = "eval" if "heldout_loss" in vals else "train"
-                    rows[(int(vals["step"]), kind)] = vals
-    return [rows[k] for k in sorted(rows)]
 
 
 def _summarize(r: Recipe, out: Path, objective, trainer, seconds: float, steps_run: int,

@@ -95,7 +95,7 @@ class ImageGPT(Objective):
                 "n_images": batch["n_images"]}
 
     def callbacks(self) -> list:
-        from selfsup.engine.probe import OnlineLinearProbe
+        from selfsup.objectives.probe import OnlineLinearProbe
 
         return [OnlineLinearProbe(self.model.config.n_embd, self.num_classes)]
 

@@ -111,7 +111,7 @@ class ImageObjective(Objective):
         self.probe_batch = (features.detach(), labels)
 
     def callbacks(self) -> list:
-        from selfsup.engine.probe import OnlineLinearProbe
+        from selfsup.objectives.probe import OnlineLinearProbe
 
         return [OnlineLinearProbe(self.encoder.feature_dim, self.num_classes)]
 

@@ -1,0 +1,24 @@
+"""Loading a fine-tuned folder: its task.json names the method, the registry finds the method, the method
+loads its artifact (a whole HF model, a peft or adapter artifact on its backbone, a prompt model, exit heads)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfsup.adapt.core.models import finetuned_folder, load_tokenizer, quiet_transformers, read_task_info
+
+# whole HF task models written by tools rather than methods: loaded as a full fine-tune is
+LOADED_AS = {"distill": "full"}
+
+
+def load_finetuned(model_dir: str | Path, with_method: bool = False):
+    """(model in eval mode, tokenizer, task info) of a folder written by `selfsup finetune` (and its method
+    object as a fourth item with `with_method`). A prompt model's "tokenizer" renders its prompts."""
+    from selfsup.adapt.registry import get_method
+
+    quiet_transformers()
+    folder = finetuned_folder(model_dir)
+    info = read_task_info(folder)
+    name = info.get("method") or "full"
+    method = get_method(LOADED_AS.get(name, name), key=f"{folder / 'task.json'}: method")
+    model, tok = method.load(folder, info, load_tokenizer(folder))
+    return (model, tok, info, method) if with_method else (model, tok, info)

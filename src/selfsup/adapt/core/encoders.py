@@ -1,0 +1,110 @@
+"""One seam from a trained model to features, for every modality: a selfsup run folder or a Hugging Face folder
+-> an `Encoder` that gives a pooled vector per example and every layer's hidden states (s3prl's upstream
+contract). The probes (`selfsup evaluate --probe`), `selfsup embed`, image fine-tuning and the demo all load
+through `load_encoder`; a new modality (audio) adds its branch here.
+
+- text: `transformers.AutoModel` (the encoder half of an encoder-decoder) + its tokenizer; batches are
+  tokenized dicts; pooled = mean over real tokens (or the first / last token);
+- image: the exported image encoder (`preprocessing.json`: ResNet / ViT through `load_vision_encoder`, image-GPT
+  through its own loader); batches are normalized (B, C, S, S) floats; pooled = the encoder's own pooling.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from selfsup.errors import SelfsupError
+
+PREPROCESSING = "preprocessing.json"
+# preprocessing.json's model_type -> "module:function(folder) -> (encoder, preprocessing)" for image exports that
+# are not plain HF vision encoders; anything else loads with backbones.vision.load_vision_encoder
+IMAGE_LOADERS = {"igpt": "selfsup.backbones.igpt:load_igpt_encoder"}
+
+
+@dataclasses.dataclass
+class Encoder:
+    modality: str  # "text" | "image"
+    model: Any  # text: an HF base model; image: a module (B, C, S, S) -> (B, D)
+    folder: Path
+    tokenizer: Any = None
+    preprocessing: dict | None = None
+
+    def hidden_states(self, batch: Any) -> list:
+        """Every layer's states: text [B, T, H] per layer (embeddings first); image per stage."""
+        if self.modality == "image":
+            return self.model.stages(batch)
+        out = self.model(**batch, output_hidden_states=True)
+        return list(out.hidden_states)
+
+    def pooled(self, batch: Any, layer: int = -1, pooling: str = "mean"):
+        """(B, D) features: text pooled over real tokens of `layer` (mean, cls = first, last = last real token);
+        image the encoder's pooled output."""
+        if self.modality == "image":
+            return self.model(batch)
+        states = self.hidden_states(batch)[layer]
+        return pool_tokens(states, batch["attention_mask"], pooling)
+
+
+def pool_tokens(states, attention_mask, pooling: str = "mean"):
+    """[B, T, H] states -> [B, H]: the mean over real tokens, the first token, or the last real one."""
+    import torch
+
+    mask = attention_mask.to(states.dtype)
+    if pooling == "cls":
+        return states[:, 0]
+    if pooling == "last":
+        last = attention_mask.sum(1).clamp(min=1) - 1
+        return states[torch.arange(states.shape[0], device=states.device), last]
+    return (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+
+
+def image_export_folder(model: str | Path) -> Path | None:
+    """The folder holding an image export's preprocessing.json (the run folder's `model/` or itself)."""
+    p = Path(model)
+    for folder in (p / "model", p):
+        if (folder / PREPROCESSING).is_file():
+            return folder
+    return None
+
+
+def load_image_encoder(model: str | Path) -> tuple[Any, dict]:
+    """(feature encoder, preprocessing) of an exported image model (a run folder or its `model/`)."""
+    from selfsup.backbones.vision import load_vision_encoder
+
+    folder = image_export_folder(model)
+    kind = json.loads((folder / PREPROCESSING).read_text()).get("model_type") if folder else None
+    if kind in IMAGE_LOADERS:
+        module, _, function = IMAGE_LOADERS[kind].partition(":")
+        return getattr(importlib.import_module(module), function)(folder)
+    return load_vision_encoder(model)
+
+
+def load_text_encoder(model: str | Path) -> tuple[Any, Any]:
+    """(HF base model returning hidden states, tokenizer) of a selfsup run, HF folder or fine-tuned folder."""
+    from transformers import AutoModel
+
+    from selfsup.adapt.core.models import load_tokenizer, quiet_transformers, resolve_checkpoint
+
+    quiet_transformers()
+    path = resolve_checkpoint(model)
+    tok = load_tokenizer(path)
+    try:
+        net = AutoModel.from_pretrained(str(path))
+    except Exception as e:
+        raise SelfsupError(f"{path}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if getattr(net.config, "is_encoder_decoder", False):
+        net = net.get_encoder()
+    return net.eval(), tok
+
+
+def load_encoder(model: str | Path) -> Encoder:
+    """The encoder of any selfsup run or HF folder, in eval mode."""
+    folder = image_export_folder(model)
+    if folder is not None:
+        encoder, prep = load_image_encoder(folder)
+        return Encoder("image", encoder.eval(), folder, preprocessing=prep)
+    net, tok = load_text_encoder(model)
+    return Encoder("text", net, Path(model), tokenizer=tok)

@@ -1,0 +1,238 @@
+"""Evaluation and prediction of fine-tuned models: streaming metrics batch by batch (never all logits in
+memory), one prediction dict per example, and the `selfsup evaluate` / `selfsup predict` entry points for
+every method and kind (the method named in the folder's task.json loads the model)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from selfsup.adapt.core.features import MODEL_INPUTS, batches, collate, encode, keep_token_types
+from selfsup.adapt.core.kinds import Columns, task_kind
+from selfsup.adapt.core.options import split_overrides
+from selfsup.adapt.core.runs import autocast, device_of, resolve_threads, write_metrics
+from selfsup.errors import SelfsupError
+
+
+def run_eval(model, feats: Sequence[dict], examples: Sequence, kind: str, labels: list[str] | None,
+             cfg: Any, pad_id: int, device, predictions: list | None = None) -> dict[str, float]:
+    """Streaming evaluation: loss and the task's metrics, accumulated batch by batch. With `predictions`
+    (a list), also appends one prediction dict per example (for `selfsup predict`)."""
+    import numpy as np
+    import torch
+
+    from selfsup import metrics as M
+
+    was_training = model.training
+    model.eval()
+    loss = M.MeanLoss()
+    labeled = bool(feats) and ("labels" in feats[0] or "start_positions" in feats[0])
+    if kind == "extractive-qa":
+        from selfsup.adapt.core.qa import QAPostProcessor
+
+        post = QAPostProcessor(cfg.max_answer_length, cfg.n_best)
+        labeled = labeled and all(ex.answers for ex in examples)
+    metric_cls = getattr(M, task_kind(kind).metric)
+    metric = metric_cls(len(labels or [])) if metric_cls is M.ClassificationMetrics else metric_cls()
+    with torch.no_grad(), autocast(device):
+        for chunk in batches(feats, cfg.eval_batch_size):
+            batch = collate(chunk, pad_id, device)
+            if not labeled:
+                batch = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+            out = model(**batch)
+            if labeled and out.loss is not None:
+                loss.update(out.loss.item(), len(chunk))
+            if kind == "extractive-qa":
+                post.update(chunk, out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy())
+                continue
+            logits = out.logits.float()
+            if kind == "sequence-regression":
+                scores = logits[:, 0].cpu().numpy()
+                if labeled:
+                    metric.update(scores, [f["labels"] for f in chunk])
+                if predictions is not None:
+                    predictions.extend({"score": float(s)} for s in scores)
+            elif kind == "token-classification":
+                probs = torch.softmax(logits, -1).cpu().numpy()
+                pred_tags, gold_tags = [], []
+                for f, p in zip(chunk, probs):
+                    idx = [p[j].argmax() if j is not None else None for j in f["first_piece"]]
+                    tags = [labels[k] if k is not None else None for k in idx]
+                    pred_tags.append(tags)
+                    ex = examples[f["example"]]
+                    if ex.tags is not None:
+                        gold_tags.append(ex.tags)
+                    if predictions is not None:
+                        conf = [round(float(p[j].max()), 6) if j is not None else None for j in f["first_piece"]]
+                        predictions.append({"words": ex.words, "tags": tags, "probabilities": conf})
+                if labeled:
+                    metric.update(pred_tags, gold_tags)
+            else:
+                probs = torch.softmax(logits, -1).cpu().numpy()
+                pred = probs.argmax(-1)
+                if labeled:
+                    metric.update(pred, np.asarray([f["labels"] for f in chunk]))
+                if predictions is not None:
+                    for p in probs:
+                        predictions.append({"label": labels[int(p.argmax())],
+                                            "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p)}})
+    if kind == "extractive-qa":
+        answers = []
+        for i, ex in enumerate(examples):
+            text, a, b, score = post.answer(i, ex.context)
+            answers.append(text)
+            if predictions is not None:
+                predictions.append({"id": ex.id, "answer": text, "start": a, "end": b, "score": round(score, 4)})
+        if labeled:
+            metric.update(answers, [[t for t, _ in ex.answers] for ex in examples])
+    model.train(was_training)
+    result: dict[str, float] = {}
+    if labeled:
+        result["loss"] = loss.compute()
+        result.update(metric.compute())
+    result["examples"] = len(examples)
+    return result
+
+
+def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | None = None, *,
+                       text_column: str | None = None, pair_column: str | None = None,
+                       label_column: str | None = None, batch_size: int = 64,
+                       overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A fine-tuned model (from `selfsup finetune`) on a labeled file -> metrics (written to `out`, a JSON
+    file path or a folder that gets `metrics.json`)."""
+    from selfsup.adapt.core import images
+    from selfsup.adapt.core.tasks import check_labels, read_task, source_name
+
+    if images.is_classifier(model_dir):  # `finetune --task image-classification`: its own reader and head
+        return images.evaluate_image(model_dir, eval_file, out, batch_size=batch_size, overrides=overrides)
+    model, tok, info, cfg, columns = load_for_inference(model_dir, text_column, pair_column, label_column,
+                                                         batch_size, overrides)
+    examples = read_task(eval_file, info["kind"], columns, labeled=True)
+    if info["labels"]:
+        check_labels(examples, info["labels"])
+    device = device_of(cfg)
+    model.to(device)
+    feats = encode(info["kind"], tok, examples, info["labels"], info["max_length"],
+                   keep_token_types(model.config), cfg)
+    metrics = {"task": info["kind"], "model": str(model_dir), "eval_file": source_name(eval_file),
+               "eval": run_eval(model, feats, examples, info["kind"], info["labels"], cfg, tok.pad_token_id, device)}
+    write_metrics(out, metrics)
+    return metrics
+
+
+def load_for_inference(model_dir, text_column: str | None, pair_column: str | None, label_column: str | None,
+                       batch_size: int, overrides: Sequence[str]):
+    """(model, tokenizer, task info, options, columns) of a fine-tuned folder for evaluate / predict: the
+    method found by the name in its task.json loads the model, and takes its own inference keys from `--set`
+    (e.g. early exit's exit_threshold)."""
+    from selfsup.adapt.core.artifacts import load_finetuned
+
+    base = {"eval_batch_size": batch_size}
+    model, tok, info, method = load_finetuned(model_dir, with_method=True)
+    base["max_length"] = info["max_length"]
+    for key in ("doc_stride", "max_answer_length", "n_best"):
+        if info.get(key) is not None:
+            base[key] = info[key]
+    from selfsup.adapt.registry import option_owners
+
+    cfg, (opts,) = split_overrides(overrides, base, own=(method.Options,), owners=option_owners())
+    resolve_threads(cfg)
+    model = method.for_inference(model, opts)
+    columns = Columns(text_column or info.get("text_column") or "text", pair_column or info.get("pair_column"),
+                      label_column or info.get("label_column") or "label")
+    return model, tok, info, cfg, columns
+
+
+def predict(model_dir: str | Path, source: str, *, text_column: str | None = None, pair_column: str | None = None,
+            batch_size: int = 64, overrides: Sequence[str] = (), stdin=None) -> Iterator[dict]:
+    """Predictions for a file (same formats as training, labels optional) or `-` for stdin (JSONL rows, or
+    plain lines: one text per line, `text<TAB>pair` for pair tasks, space-separated words for tagging).
+    Yields one dict per example, in batches of `batch_size`, so a long input never sits in memory whole."""
+    from selfsup.adapt.core import images
+    from selfsup.adapt.core.tasks import read_task
+
+    if images.is_classifier(model_dir):
+        yield from images.predict_image(model_dir, source, batch_size=batch_size, overrides=overrides)
+        return
+    model, tok, info, cfg, columns = load_for_inference(model_dir, text_column, pair_column, None, batch_size,
+                                                         overrides)
+    kind = info["kind"]
+    device = device_of(cfg)
+    model.to(device)
+    types = keep_token_types(model.config)
+    if isinstance(source, str) and source == "-":
+        chunks = stdin_examples(stdin or sys.stdin, kind, columns, cfg.eval_batch_size)
+    else:
+        examples = read_task(source, kind, columns, labeled=False)
+        chunks = (examples[i:i + cfg.eval_batch_size] for i in range(0, len(examples), cfg.eval_batch_size))
+    for chunk in chunks:
+        for ex in chunk:  # prediction ignores any labels the file has
+            if hasattr(ex, "label"):
+                ex.label = None
+            if hasattr(ex, "tags"):
+                ex.tags = None
+            if hasattr(ex, "answers"):
+                ex.answers = []
+        feats = encode(kind, tok, chunk, info["labels"], info["max_length"], types, cfg)
+        preds: list[dict] = []
+        run_eval(model, feats, chunk, kind, info["labels"], cfg, tok.pad_token_id, device, predictions=preds)
+        yield from preds
+
+
+def stdin_examples(stream, kind: str, columns: Columns, size: int) -> Iterator[list]:
+    import json
+
+    from selfsup.adapt.core.tasks import TaggedSentence, TextExample, qa_example, text_field
+
+    chunk: list = []
+    for lineno, line in enumerate(stream, 1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        where = f"<stdin>:{lineno}"
+        if line.lstrip().startswith("{"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SelfsupError(f"{where}: invalid JSON ({e.msg})") from None
+        elif kind == "pair-classification":
+            a, _, b = line.partition("\t")
+            row = {columns.text: a, columns.pair: b}
+        elif kind == "token-classification":
+            row = {columns.text: line.split()}
+        elif kind == "extractive-qa":
+            raise SelfsupError(f"{where}: extractive-qa reads JSON lines with question and context")
+        else:
+            row = {columns.text: line}
+        if kind == "token-classification":
+            words = row.get(columns.text)
+            words = words.split() if isinstance(words, str) else words
+            if not words:
+                raise SelfsupError(f"{where}: empty text")
+            ex: Any = TaggedSentence(list(words), None, where)
+        elif kind == "extractive-qa":
+            ex = qa_example(row.get("id", lineno), row.get(columns.pair or "question"), row.get(columns.text), [],
+                             where, labeled=False)
+        else:
+            ex = TextExample(text_field(row, columns.text, where),
+                             text_field(row, columns.pair, where) if kind == "pair-classification" else None, None, where)
+        chunk.append(ex)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def predict_logits(model, feats: Sequence[dict], batch_size: int, pad_id: int, device) -> list[list[float]]:
+    """A model's logits for each feature (eval mode, no gradients): a teacher's soft targets."""
+    import torch
+
+    model.eval()
+    rows: list[list[float]] = []
+    with torch.no_grad(), autocast(device):
+        for i in range(0, len(feats), batch_size):
+            inputs = [{k: f[k] for k in MODEL_INPUTS if k in f} for f in feats[i:i + batch_size]]
+            logits = model(**collate(inputs, pad_id, device)).logits
+            rows.extend(logits.float().cpu().tolist())
+    return rows

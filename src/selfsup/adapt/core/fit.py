@@ -1,0 +1,259 @@
+"""The one fine-tuning loop, for every adaptation method and modality, on the Lightning engine that pretraining
+uses: AdamW on the trainable parameters (no decay on biases and norms), warm-up + decay per optimizer step,
+gradient clipping and accumulation, precision, the NaN guard, devices / num_nodes / strategy (DDP, FSDP), an
+evaluation every `eval_every` epochs, and the weights of the best epoch by the task's main metric kept.
+
+Data parallelism computes what one process computes: `EpochBatches` cuts each epoch's seeded permutation into
+global batches of `batch_size` and gives rank r of W (with accumulation A) the slices r, W + r, ... of each
+global batch, so a 2-process run sees exactly the examples of a 1-process run with the same global batch.
+Several devices without an outside launcher use Lightning's `ddp_fork` (the method's closures need no pickling
+and the trained weights return to this process); under torchrun / SLURM every rank runs the verb and only
+global rank 0 writes (`runs.over_seeds`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+from selfsup.engine.module import lr_lambda, param_groups, quiet_lightning, resolve_precision
+from selfsup.errors import TrainingDiverged
+
+
+@dataclasses.dataclass
+class FitResult:
+    history: list[dict[str, Any]]  # one row per epoch: train loss (+ train_<stat>), eval loss and metrics
+    eval: dict[str, float]  # the kept epoch's evaluation (best by the main metric, or the last)
+    steps: int
+    epochs: int
+    best_epoch: int | None
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Per-rank micro-batches of one epoch (hand-written: Lightning's distributed sampler pads and reshuffles
+    per rank, so a W-process run would not see a 1-process run's batches)."""
+
+    def __init__(self, n: int, batch_size: int, accumulate: int, seed: int):
+        self.n, self.batch, self.acc, self.seed = n, batch_size, accumulate, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch) * self.acc
+
+    def order(self) -> np.ndarray:
+        """This epoch's permutation: the (epoch + 1)-th `torch.randperm` of a generator seeded with the seed,
+        recomputed from the seed alone (so any rank, and a resumed run, gets it without carried state)."""
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.epoch):
+            torch.randperm(self.n, generator=gen)
+        return torch.randperm(self.n, generator=gen).numpy()
+
+    def __iter__(self):
+        order = self.order()
+        self.epoch += 1  # Lightning sets the epoch of a batch sampler's inner sampler only: count passes here
+        dist = torch.distributed
+        # read in the worker process (a forked rank gets the sampler its parent built)
+        world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() \
+            else (1, 0)
+        parts = world * self.acc
+        for start in range(0, self.n, self.batch):
+            chunk = order[start:start + self.batch]
+            if len(chunk) < parts:  # a last global batch too small to give every micro-batch an example
+                chunk = np.concatenate([chunk, order[:parts - len(chunk)]])
+            pieces = np.array_split(chunk, parts)
+            for j in range(self.acc):
+                yield pieces[j * world + rank].tolist()
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, feats: Sequence):
+        self.feats = feats
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int):
+        return self.feats[i]
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+class FitModule(L.LightningModule):
+    """Wraps the model being adapted; the method supplies its loss, collation and evaluation."""
+
+    def __init__(self, model: torch.nn.Module, cfg, *, lr: float, total_steps: int, per_epoch: int, epochs: int,
+                 loss_fn: Callable, collate_fn: Callable, eval_fn: Callable, main_metric: str | None,
+                 params: Sequence | None, train_mode: Callable | None, progress: bool, result_path: Path):
+        super().__init__()
+        self.model = model
+        self.cfg, self.lr, self.total_steps, self.per_epoch, self.epochs = cfg, lr, total_steps, per_epoch, epochs
+        self.loss_fn, self.collate_fn, self.eval_fn = loss_fn, collate_fn, eval_fn
+        self.main_metric, self.params, self.train_mode = main_metric, params, train_mode
+        self.progress, self.result_path = progress, result_path
+        self.history: list[dict[str, Any]] = []
+        self.best: tuple[tuple[float, float], int, dict] | None = None
+        self.last_eval: dict[str, float] = {}
+        self._sums: dict[str, float] = {}
+
+    def setup(self, stage: str) -> None:
+        world = self.trainer.world_size
+        if world > 1 and self.device.type == "cpu" and not self.cfg.threads:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.cfg.devices)))
+
+    def on_train_epoch_start(self) -> None:
+        self.model.train()
+        if self.train_mode is not None:
+            self.train_mode(self.model)
+        self._sums = {}
+
+    def training_step(self, chunk: list, batch_idx: int) -> torch.Tensor:
+        batch = self.collate_fn(chunk, self.device)
+        out = self.loss_fn(self.model, batch)
+        loss, stats = (out["loss"], {k: v for k, v in out.items() if k != "loss"}) if isinstance(out, dict) \
+            else (out, {})
+        if not torch.isfinite(loss.detach()):
+            raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step + 1}; stopped "
+                                   "(lower lr with --set lr=...)")
+        n = float(len(chunk))
+        for key, value in (("loss", loss), *stats.items()):
+            value = value.detach() if torch.is_tensor(value) else value
+            self._sums[key] = self._sums.get(key, 0.0) + float(value) * n
+        self._sums["_n"] = self._sums.get("_n", 0.0) + n
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, batch_size=len(chunk))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        keys = sorted(self._sums)
+        totals = torch.tensor([self._sums[k] for k in keys], dtype=torch.float64)
+        if self.trainer.world_size > 1:  # the epoch's train loss over every rank's examples
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        sums = dict(zip(keys, totals.tolist()))
+        n = max(1.0, sums.pop("_n", 0.0))
+        epoch = self.current_epoch + 1
+        row: dict[str, Any] = {"epoch": epoch, "step": int(self.global_step), "train_loss": sums.pop("loss", 0.0) / n,
+                               **{f"train_{k}": v / n for k, v in sums.items()}}
+        last = epoch >= self.epochs or self.global_step >= self.total_steps
+        if self.trainer.is_global_zero and (epoch % self.cfg.eval_every == 0 or last):
+            ev = self.eval_fn(self.model)
+            self.model.train()
+            if self.train_mode is not None:
+                self.train_mode(self.model)
+            self.last_eval = ev
+            row.update({"eval_loss": ev.get("loss"), **{k: v for k, v in ev.items() if k not in ("loss", "examples")}})
+            score, loss = ev.get(self.main_metric) if self.main_metric else None, ev.get("loss")
+            finite = isinstance(score, (int, float)) and math.isfinite(score)
+            # the best main metric; a tie goes to the lower eval loss, then to the later epoch
+            key = (float(score) if finite else 0.0,
+                   -float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else 0.0)
+            if self.cfg.keep_best and finite and (self.best is None or key >= self.best[0]):
+                state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                self.best = (key, epoch, {"eval": ev, "state": state})
+            if self.progress:
+                print(f"epoch {epoch}/{self.epochs} step {self.global_step}: train_loss={row['train_loss']:.4f} "
+                      f"eval_loss={(row['eval_loss'] if row['eval_loss'] is not None else float('nan')):.4f}"
+                      + (f" {self.main_metric}={row.get(self.main_metric, float('nan')):.4f}"
+                         if self.main_metric else ""), file=sys.stderr)
+        if self.trainer.is_global_zero:
+            self.history.append(row)
+
+    def on_train_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        best_epoch = None
+        ev = self.last_eval
+        if self.best is not None:
+            _, best_epoch, kept = self.best
+            self.model.load_state_dict(kept["state"])
+            ev = kept["eval"]
+        self.result_path.write_text(json.dumps({"history": self.history, "eval": ev, "steps": int(self.global_step),
+                                                "best_epoch": best_epoch}, default=float))
+
+    def configure_optimizers(self):
+        c = self.cfg
+        groups = param_groups(self.model, c.weight_decay) if self.params is None else \
+            [{"params": list(self.params), "weight_decay": c.weight_decay}]
+        opt = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(c.betas))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(c.schedule, int(c.warmup_ratio * self.total_steps), self.total_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+
+def _accelerator(cfg) -> tuple[str, Any]:
+    if cfg.device == "auto":
+        return "auto", cfg.devices
+    if cfg.device.startswith("cuda"):
+        _, _, index = cfg.device.partition(":")
+        return "gpu", [int(index)] if index and cfg.devices == 1 else cfg.devices
+    return cfg.device, cfg.devices
+
+
+def _launched_outside() -> bool:
+    """torchrun / SLURM started this process as one of several (Lightning then launches nothing)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: int,
+        loss_fn: Callable[[Any, dict], Any], collate_fn: Callable[[Sequence, Any], dict],
+        eval_fn: Callable[[Any], dict[str, float]], main_metric: str | None = None, progress: bool = False,
+        params: Sequence | None = None, train_mode: Callable[[Any], None] | None = None,
+        log_dir: Path | None = None) -> FitResult:
+    """Train `model` on `train_feats` for `cfg.epochs` (or `cfg.max_steps`) and return its history and kept
+    evaluation; the model ends with the kept epoch's weights, on the CPU.
+
+    `collate_fn(chunk, device)` makes a batch; `loss_fn(model, batch)` returns the loss, or a dict with "loss"
+    and per-batch statistics logged per epoch as `train_<name>`; `eval_fn(model)` returns the evaluation
+    (global rank 0 only); `main_metric` selects the best epoch (`cfg.keep_best`); `train_mode(model)` runs after
+    `model.train()` each epoch (e.g. a frozen encoder back to eval mode); `params` restricts the optimizer."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    quiet_lightning()
+    world = cfg.devices * cfg.num_nodes
+    per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
+    total_steps = cfg.max_steps or cfg.epochs * per_epoch
+    epochs = math.ceil(total_steps / per_epoch)
+    strategy = cfg.strategy
+    if strategy == "auto" and world > 1:
+        strategy = "ddp" if _launched_outside() else "ddp_fork"
+    accelerator, devices = _accelerator(cfg)
+    torch.manual_seed(seed)  # dropout and augmentation: reproducible for a given --seed
+    with tempfile.TemporaryDirectory(prefix="selfsup-fit-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        module = FitModule(model, cfg, lr=lr, total_steps=total_steps, per_epoch=per_epoch, epochs=epochs,
+                           loss_fn=loss_fn, collate_fn=collate_fn, eval_fn=eval_fn, main_metric=main_metric,
+                           params=params, train_mode=train_mode, progress=progress, result_path=result_path)
+        trainer = L.Trainer(
+            max_steps=total_steps, max_epochs=epochs, accelerator=accelerator, devices=devices,
+            num_nodes=cfg.num_nodes, strategy=strategy, precision=resolve_precision(cfg.precision, accelerator),
+            gradient_clip_val=cfg.grad_clip or None, accumulate_grad_batches=cfg.accumulate,
+            logger=CSVLogger(str(log_dir), name="logs", version="") if log_dir is not None else False,
+            log_every_n_steps=max(1, min(50, per_epoch)), enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+            use_distributed_sampler=False, default_root_dir=tmp)
+        loader = torch.utils.data.DataLoader(_Indexed(train_feats), collate_fn=_as_list,
+                                             batch_sampler=EpochBatches(len(train_feats), cfg.batch_size,
+                                                                        cfg.accumulate, seed))
+        trainer.fit(module, train_dataloaders=loader)
+        if not result_path.is_file():  # a rank other than 0 of an outside launch: it keeps no result
+            return FitResult([], {}, total_steps, epochs, None)
+        res = json.loads(result_path.read_text())
+    model.cpu()
+    return FitResult(res["history"], res["eval"], res["steps"], epochs, res["best_epoch"])
+
+
+def frozen_norms_eval(model) -> None:
+    """BatchNorm layers whose parameters are all frozen keep (and use) their pretrained statistics."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and \
+                not any(p.requires_grad for p in module.parameters()):
+            module.eval()

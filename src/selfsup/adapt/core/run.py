@@ -1,0 +1,120 @@
+"""`selfsup finetune`: a checkpoint + a labeled task + a method (found by name in the registry) -> a run folder.
+
+Order matters for the bad-input rules: options, method, model and data are all checked before the output
+folder is touched; the folder is written into a temporary sibling and renamed into place when every seed is
+done (`runs.over_seeds`). Outputs: `model/` (HF format + `task.json`, or the method's artifact),
+`metrics.json` (the kept epoch's `eval`, the per-epoch `history`, parameter counts), `curves.png`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+from selfsup.adapt.core.kinds import Columns, TaskKind, columns_for, task_kind
+from selfsup.adapt.core.options import run_options, split_overrides
+from selfsup.adapt.core.runs import check_out, over_seeds, resolve_threads
+from selfsup.config import to_dict
+from selfsup.errors import SelfsupError
+
+
+@dataclasses.dataclass
+class TaskData:
+    kind: str
+    columns: Columns
+    labels: list[str] | None
+    train: list
+    eval: list
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a method's `train_seed` needs: the checkpoint, the task data and the options."""
+    source: Path  # the checkpoint folder (HF format) or, for images, the encoder export
+    kind: TaskKind
+    data: Any  # TaskData for text; the image data for image kinds
+    cfg: Any  # FinetuneConfig
+    opts: Any  # the method's Options
+    init: str
+    progress: bool
+    train_source: str
+    unlabeled: str | None = None
+    modality_opts: Any = None  # e.g. the image augmentation keys
+    extra: dict = dataclasses.field(default_factory=dict)  # what a modality's loader hands its trainer
+
+
+def load_data(kind: str, train: str, eval: str, columns: Columns) -> TaskData:
+    """Read and validate both files (labels of the eval file must occur in the training file)."""
+    from selfsup.adapt.core.tasks import check_labels, label_set, read_task
+
+    spec = task_kind(kind)
+    train_ex = read_task(train, kind, columns)
+    eval_ex = read_task(eval, kind, columns)
+    labels = None
+    if spec.class_labels:
+        labels = label_set(train_ex, train)
+        check_labels(eval_ex, labels)
+    return TaskData(kind, columns, labels, train_ex, eval_ex)
+
+
+def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Path, *, method: str = "full",
+             init: str = "pretrained", text_column: str | None = None, pair_column: str | None = None,
+             label_column: str | None = None, epochs: int | None = None, max_steps: int | None = None,
+             seed: int = 0, overrides: Sequence[str] = (), train_fraction: float | None = None,
+             shots: int | None = None, seeds: int = 1, progress: bool = False,
+             unlabeled: str | None = None) -> dict[str, Any]:
+    """Fine-tune `model` on `task` with `method`; returns what is written to `out/metrics.json`.
+
+    With `seeds > 1` the run repeats with seeds seed, seed+1, ... (each in `out/seed-S/`, the few-label
+    subset re-drawn per seed) and `metrics.json` reports the mean and standard deviation of each metric.
+    `unlabeled` (a file like `train`, labels ignored) is for methods that use unlabeled text (PET)."""
+    from selfsup.adapt.core import images
+    from selfsup.adapt.core.tasks import subsample
+    from selfsup.adapt.registry import get_method, option_owners
+
+    out = Path(out)
+    adapter = get_method(method)
+    if images.is_image_encoder(model) and task != images.IMAGE_TASK:
+        raise SelfsupError(f"{model}: an image encoder; fine-tune it with --task {images.IMAGE_TASK}, not {task!r}")
+    spec = task_kind(task)
+    if unlabeled is not None and not getattr(adapter, "uses_unlabeled", False):
+        raise SelfsupError(f"--unlabeled: only --method pet uses unlabeled examples (got --method {method})")
+    if adapter.needs_pretrained and init != "pretrained":
+        raise SelfsupError(f"--method {method}: needs --init pretrained (the artifact loads onto the checkpoint)")
+    base = run_options(init=init, seeds=seeds, epochs=epochs, max_steps=max_steps, train_fraction=train_fraction,
+                       shots=shots)
+    own = (adapter.Options, images.ImageOptions) if spec.modality == "image" else (adapter.Options,)
+    cfg, (opts, *modality_opts) = split_overrides(overrides, base, own=own, owners=option_owners())
+    check_out(out)
+    if spec.modality == "image":
+        if text_column or pair_column or label_column:
+            raise SelfsupError(f"--text-column/--pair-column/--label-column: not used by {task} "
+                               "(labels come from the image data)")
+        source = images.encoder_folder(model)
+        family = images.encoder_family(source)
+    else:
+        from selfsup.adapt.core.models import model_type, resolve_checkpoint
+
+        source = resolve_checkpoint(model)
+        family = model_type(source)
+    adapter.check(family, task, opts)  # an unsupported family or kind is an error before any work
+    if spec.name not in adapter.kinds:
+        raise SelfsupError(f"--method {method}: supports {', '.join(adapter.kinds)} only, not {task}")
+    if spec.modality == "image":
+        data = images.load_image_data(train, eval, images.preprocessing(source))
+    else:
+        data = load_data(task, train, eval, columns_for(task, text_column, pair_column, label_column))
+    for s in range(seed, seed + seeds):  # a too-small class is an error before anything is written
+        subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
+    resolve_threads(cfg)
+    run = Run(source, spec, data, cfg, opts, init, progress, train, unlabeled,
+              modality_opts=modality_opts[0] if modality_opts else None)
+    run.extra = adapter.before_seeds(run) if hasattr(adapter, "before_seeds") else {}
+
+    def train_seed(s: int, folder: Path) -> dict[str, Any]:
+        subset = subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
+        return adapter.train_seed(run, s, folder, subset)
+
+    config = {**to_dict(cfg), **to_dict(opts), **(to_dict(run.modality_opts) if run.modality_opts else {})}
+    return over_seeds(out, seed, seeds, train_seed, config,
+                      shared=adapter.shared_keys, summarize=adapter.summarize)

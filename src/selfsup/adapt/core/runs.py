@@ -1,0 +1,144 @@
+"""Run scaffolding shared by every adaptation verb: the output-folder check, devices and threads, seeds ->
+mean ± std, and the one writer of a seed's `metrics.json` record.
+
+A run's folder is written into a temporary sibling and renamed into place only when every seed finished, so an
+existing non-empty `--out` is never touched and a failed run leaves nothing behind."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from selfsup.errors import SelfsupError
+
+
+def check_out(out: Path) -> None:
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SelfsupError(f"{out}: already exists and is not empty; choose another --out")
+
+
+def device_of(cfg):
+    """The torch device `cfg.device` names (`auto`: CUDA when there is one)."""
+    import torch
+
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def autocast(device):
+    """bf16 autocast on CUDA devices that have it; nothing elsewhere (CPUs emulate bf16 slower than fp32)."""
+    import contextlib
+
+    import torch
+
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_threads(cfg) -> None:
+    if getattr(cfg, "threads", 0):
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+
+
+def global_rank() -> int:
+    """This process's rank when a launcher (torchrun, SLURM) started several; 0 otherwise."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def seed_record(*, kind: str, source: Any, init: str, method: str, seed: int, eval: dict, main_metric: str,
+                trainable: int, total: int, history: list, steps: int, epochs: int, lr: float,
+                train_examples: int, eval_examples: int, labels: list | None, seconds: float,
+                **extra: Any) -> dict[str, Any]:
+    """The `metrics.json` record of one fine-tuned seed (every method writes this shape)."""
+    record = {"task": kind, "model": str(source), "init": init, "method": method, "seed": seed, "eval": eval,
+              "main_metric": main_metric, "trainable_parameters": trainable, "total_parameters": total,
+              "history": history, "steps": steps, "epochs": epochs, "lr": lr, "train_examples": train_examples,
+              "eval_examples": eval_examples, "labels": labels, "train_seconds": round(seconds, 2)}
+    record.update(extra)
+    return record
+
+
+def write_seed(folder: Path, record: dict[str, Any], curves: dict[str, list] | None = None,
+               title: str = "") -> dict[str, Any]:
+    """Write a seed's `metrics.json` (and its `curves.png` from `curves`: name -> history rows)."""
+    from selfsup.fileio import atomic_write_json
+    from selfsup.report.figures import plot_history
+
+    atomic_write_json(Path(folder) / "metrics.json", record)
+    rows = {name: [r for r in hist if r.get("eval_loss") is not None or r.get(record["main_metric"]) is not None]
+            for name, hist in (curves or {}).items()}
+    if any(rows.values()):
+        plot_history(rows, Path(folder) / "curves.png", record["main_metric"], title=title or record["task"])
+    return record
+
+
+SUMMARY_KEYS = ("task", "model", "init", "method", "main_metric", "trainable_parameters", "total_parameters",
+                "labels", "train_examples", "eval_examples")
+
+
+def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], dict[str, Any]],
+               config: dict[str, Any], shared: Sequence[str] = (),
+               summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run `train_seed(s, folder)` for s = seed, seed+1, ... inside an atomically renamed `out` (one `seed-S/`
+    sub-folder each when there are several) and write `metrics.json`: the single run's metrics, or the mean
+    and standard deviation of every eval metric with the per-seed runs. `shared` names extra keys that are the
+    same for every seed and are copied from the first run; `summarize(runs)` adds a method's own aggregates.
+    In a multi-process launch only global rank 0 writes `out`; the other ranks work in a throw-away folder."""
+    from selfsup.fileio import atomic_dir
+
+    out = Path(out)
+    if global_rank() != 0:
+        with tempfile.TemporaryDirectory(prefix="selfsup-rank-") as tmp:
+            return _seeds(Path(tmp), seed, seeds, train_seed, config, shared, summarize)
+    if out.is_dir():
+        out.rmdir()  # empty (checked by the caller): the finished run is renamed into its place
+    with atomic_dir(out) as tmp:
+        return _seeds(tmp, seed, seeds, train_seed, config, shared, summarize)
+
+
+def _seeds(tmp: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], dict[str, Any]],
+           config: dict[str, Any], shared: Sequence[str],
+           summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None) -> dict[str, Any]:
+    import numpy as np
+
+    from selfsup.fileio import atomic_write_json
+
+    runs = []
+    for s in range(seed, seed + seeds):
+        folder = tmp if seeds == 1 else tmp / f"seed-{s}"
+        folder.mkdir(parents=True, exist_ok=True)
+        runs.append(train_seed(s, folder))
+    if seeds == 1:
+        result = dict(runs[0])
+    else:
+        keys = [k for k, v in runs[0]["eval"].items() if isinstance(v, (int, float)) and k != "examples"]
+        mean = {k: float(np.mean([r["eval"][k] for r in runs])) for k in keys}
+        std = {k: float(np.std([r["eval"][k] for r in runs], ddof=1)) for k in keys}
+        result = {key: runs[0][key] for key in (*SUMMARY_KEYS, *shared) if key in runs[0]}
+        result.update({"seeds": [r["seed"] for r in runs], "eval": mean, "eval_std": std,
+                       "eval_mean_std": {k: f"{mean[k]:.4f} ± {std[k]:.4f}" for k in keys},
+                       "runs": [{"seed": r["seed"], "folder": f"seed-{r['seed']}", "eval": r["eval"],
+                                 "history": r["history"]} for r in runs]})
+        if summarize is not None:  # a method's own per-seed results, aggregated (e.g. PET's ensemble)
+            result.update(summarize(runs))
+    result["config"] = config
+    atomic_write_json(tmp / "metrics.json", result)
+    return result
+
+
+def write_metrics(out: str | Path | None, metrics: dict[str, Any]) -> None:
+    """`selfsup evaluate --out`: a .json path, or a folder that gets metrics.json (atomically); None: nothing."""
+    from selfsup.fileio import atomic_write_json
+
+    if out is not None:
+        path = Path(out)
+        atomic_write_json(path if path.suffix == ".json" else path / "metrics.json", metrics)

@@ -1,0 +1,45 @@
+"""Prefix tuning (Li & Liang 2021, "Prefix-Tuning: Optimizing Continuous Prompts for Generation"): trainable
+key/value vectors prepended at every attention layer of the frozen model; through peft. BERT, RoBERTa,
+RoFormer, ELECTRA, GPT-2, Llama (ALBERT and BART have no key/value cache to hold the prefix)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from selfsup.adapt.core.kinds import TEXT_KINDS
+from selfsup.adapt.methods.base import AdaptMethod
+from selfsup.adapt.registry import register_method
+from selfsup.adapt.shared.peft_tuning import PREFIX_FAMILIES, PeftArtifact
+from selfsup.config import bounded
+from selfsup.errors import SelfsupError
+
+
+@dataclasses.dataclass
+class PrefixOptions:
+    num_virtual_tokens: int = bounded(10, ge=1, doc="prefix length (key/value vectors per layer)")
+
+
+@register_method("prefix")
+class Prefix(PeftArtifact, AdaptMethod):
+    help = "trainable key/value prefixes at every layer (peft)"
+    kinds = TEXT_KINDS
+    default_lr = 1e-2
+    Options = PrefixOptions
+
+    def check(self, family: str, kind: str, opts: Any) -> None:
+        if family not in PREFIX_FAMILIES:
+            raise SelfsupError(f"--method prefix: model type {family!r} is not supported (no key/value cache "
+                               f"for the prefix; supported: {', '.join(PREFIX_FAMILIES)}); try --method lora")
+
+    def prepare(self, model, head: set[str], kind: str, opts: Any, source: Path) -> tuple[Any, int | None]:
+        import peft
+
+        from selfsup.adapt.shared import peft_tuning as pt
+
+        self.check(model.config.model_type, kind, opts)
+        backbone = pt.backbone_parameters(model, head)
+        pt.accept_past_key_values(model)
+        config = peft.PrefixTuningConfig(num_virtual_tokens=opts.num_virtual_tokens,
+                                         **pt.common_config(model, kind, head, source))
+        return pt.wrap(model, config, self.name), backbone

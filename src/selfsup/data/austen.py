@@ -1,0 +1,137 @@
+"""Real labeled tasks made from the embedded Austen corpus (no download): which novel a passage is from, and
+whether a sentence is a character's speech or the narrator's (labeled by the author's own quotation marks)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from selfsup.errors import SelfsupError
+
+NOVELS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility")
+
+
+def _novel_paragraphs(name: str) -> list[list[str]]:
+    """The novel's paragraphs as sentence lists, headings and front matter (short or all-caps lines) dropped."""
+    from selfsup.data.text import read_paragraphs
+
+    path = Path(__file__).resolve().parents[1] / "assets" / f"austen-{name}.txt.xz"
+    out = []
+    for para in read_paragraphs([str(path)]):
+        text = " ".join(para.sentences)
+        if len(text.split()) < 6 or text.upper() == text:
+            continue
+        out.append(para.sentences)
+    return out
+
+
+def austen_novels_task(out_dir: str | Path, *, passage_words: int = 40, train_per_class: int = 400,
+                       eval_per_class: int = 100, eval_fraction: float = 0.2, seed: int = 0,
+                       novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """A real labeled task from the embedded corpus: which Austen novel is this passage from?
+
+    Each novel is cut into passages of whole consecutive sentences (>= `passage_words` words). The first
+    (1 - eval_fraction) of a novel's paragraphs give training passages, the rest evaluation passages, so the
+    two never overlap; `train_per_class` / `eval_per_class` passages per novel are drawn with `seed`.
+    Writes `train.jsonl`, `eval.jsonl` (`{"text", "label"}`) and `unlabeled/<novel>.txt` — the training part
+    of each novel as plain text, for pretraining without ever seeing an evaluation passage.
+    """
+    import random
+
+    from selfsup.fileio import atomic_write_text
+
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    splits: dict[str, list[dict]] = {"train": [], "eval": []}
+    counts: dict[str, dict[str, int]] = {}
+    for name in novels:
+        if name not in NOVELS:
+            raise SelfsupError(f"novels: unknown novel {name!r} (known: {', '.join(NOVELS)})")
+        paras = _novel_paragraphs(name)
+        cut = int(len(paras) * (1 - eval_fraction))
+        parts = {"train": paras[:cut], "eval": paras[cut:]}
+        atomic_write_text(out / "unlabeled" / f"{name}.txt",
+                          "\n\n".join(" ".join(p) for p in parts["train"]) + "\n")
+        counts[name] = {}
+        for split, want in (("train", train_per_class), ("eval", eval_per_class)):
+            passages, buf = [], []
+            for sentences in parts[split]:
+                for s in sentences:
+                    buf.append(s)
+                    if sum(len(x.split()) for x in buf) >= passage_words:
+                        passages.append(" ".join(buf))
+                        buf = []
+                buf = []  # a passage never crosses a paragraph boundary
+            if len(passages) < want:
+                raise SelfsupError(f"{name}: only {len(passages)} {split} passages, {want} asked for")
+            chosen = sorted(rng.sample(range(len(passages)), want))
+            splits[split].extend({"text": passages[i], "label": name} for i in chosen)
+            counts[name][split] = want
+    for split, rows in splits.items():
+        rng.shuffle(rows)
+        atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"),
+            "unlabeled": str(out / "unlabeled"), "counts": counts}
+
+
+def quoted_spans(paragraph: str) -> list[tuple[str, bool]]:
+    """A paragraph cut at its double quotes into (text, inside quotes) spans, quotes removed. A quote left open
+    at the paragraph's end (speech running on into the next paragraph) closes there."""
+    spans, inside = [], False
+    for i, part in enumerate(paragraph.split('"')):
+        if i:
+            inside = not inside
+        if part.strip():
+            spans.append((" ".join(part.split()), inside))
+    return spans
+
+
+def austen_speech_task(out_dir: str | Path, *, min_words: int = 8, train_per_class: int = 1000,
+                       eval_per_class: int = 500, eval_fraction: float = 0.2, seed: int = 0,
+                       novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """A real labeled task from the embedded corpus, labeled by the author's own quotation marks: is this
+    sentence spoken by a character (`speech`) or the narrator's (`narration`)? The quotes are removed from the
+    input, so the model must tell from the words and their order (pronouns, tense, mood, register).
+
+    Each paragraph is cut at its quotes; every sentence (>= `min_words` words) of a span inside quotes is
+    `speech`, of a span outside `narration`. The first (1 - eval_fraction) of each novel's paragraphs give
+    training sentences, the rest evaluation ones (never overlapping); `train_per_class` / `eval_per_class`
+    sentences per label are drawn with `seed` across the novels. Writes `train.jsonl`, `eval.jsonl`
+    (`{"text", "label", "novel"}`) and `unlabeled/<novel>.txt` (the training part of each novel, quotes kept).
+    """
+    import random
+
+    from selfsup.data.text import split_sentences
+    from selfsup.fileio import atomic_write_text
+
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    pools: dict[str, dict[str, list[dict]]] = {"train": {"speech": [], "narration": []},
+                                                "eval": {"speech": [], "narration": []}}
+    for name in novels:
+        if name not in NOVELS:
+            raise SelfsupError(f"novels: unknown novel {name!r} (known: {', '.join(NOVELS)})")
+        paras = [" ".join(p) for p in _novel_paragraphs(name)]
+        cut = int(len(paras) * (1 - eval_fraction))
+        atomic_write_text(out / "unlabeled" / f"{name}.txt", "\n\n".join(paras[:cut]) + "\n")
+        for split, part in (("train", paras[:cut]), ("eval", paras[cut:])):
+            for para in part:
+                for span, inside in quoted_spans(para):
+                    for sentence in split_sentences(span):
+                        if len(sentence.split()) >= min_words:
+                            pools[split]["speech" if inside else "narration"].append(
+                                {"text": sentence, "label": "speech" if inside else "narration", "novel": name})
+    splits: dict[str, list[dict]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for split, want in (("train", train_per_class), ("eval", eval_per_class)):
+        rows = []
+        for label, pool in pools[split].items():
+            if len(pool) < want:
+                raise SelfsupError(f"{label}: only {len(pool)} {split} sentences, {want} asked for")
+            rows.extend(rng.sample(pool, want))
+            counts.setdefault(label, {})[split] = want
+        rng.shuffle(rows)
+        splits[split] = rows
+        atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"),
+            "unlabeled": str(out / "unlabeled"), "counts": counts}

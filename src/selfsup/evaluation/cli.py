@@ -1,0 +1,118 @@
+"""`selfsup evaluate`, two uses of one verb:
+
+* `--model RUN --probe linear|knn --train DATA --eval DATA`: frozen features of an exported image encoder, a
+  linear or kNN probe, collapse diagnostics -> `metrics.json` (`eval.accuracy`);
+* `--model FINETUNED --eval FILE`: a model made by `selfsup finetune` on a labeled file -> its task metrics
+  (`selfsup.adapt.cli.evaluate_text`).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from selfsup.errors import SelfsupError
+
+def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[str], out: str | Path | None = None,
+             k: int = 20, temperature: float = 0.07) -> dict[str, Any]:
+    """Probe the encoder in `model` (a run folder or its `model/`); writes and returns metrics.json's dict."""
+    import torch
+
+    from selfsup.data.images import ImageDataConfig, load_images
+    from selfsup.diagnostics import diagnose
+    from selfsup.evaluation.probes import encoder_features, run_probe
+    from selfsup.fileio import atomic_write_json
+
+    if probe not in ("linear", "knn"):
+        raise SelfsupError(f"--probe: must be linear or knn, got {probe!r}")
+    if k < 1 or temperature <= 0:
+        raise SelfsupError("--k must be >= 1 and --temperature > 0")
+    model = Path(model)
+    if not model.is_dir():
+        raise SelfsupError(f"{model}: no such model folder")
+    from selfsup.adapt.core.encoders import load_image_encoder
+
+    encoder, prep = load_image_encoder(model)
+    cfg = ImageDataConfig(image_size=int(prep["image_size"]), channels=int(prep["channels"]), holdout_fraction=0.0)
+    started = time.perf_counter()
+    tr, ev = load_images(list(train), cfg), load_images(list(eval_data), cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_x = encoder_features(encoder, tr.images, prep["mean"], prep["std"], device=device)
+    eval_x = encoder_features(encoder, ev.images, prep["mean"], prep["std"], device=device)
+    accuracy = run_probe(probe, train_x, tr.labels, eval_x, ev.labels, k=k, temperature=temperature)
+    result: dict[str, Any] = {
+        "eval": {"accuracy": accuracy, "probe": probe, "n_train": int(len(train_x)), "n_eval": int(len(eval_x)),
+                 **({"k": k, "temperature": temperature} if probe == "knn" else {"classifier": "logistic regression"})},
+        "diagnostics": diagnose(torch.from_numpy(eval_x)).as_dict(),
+        "model": str(model), "train_data": list(train), "eval_data": list(eval_data),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    atomic_write_json(output_dir(model, probe, out) / "metrics.json", result)
+    return result
+
+
+def output_dir(model: str | Path, probe: str, out: str | Path | None) -> Path:
+    """--out, or `eval-PROBE` inside the run folder (beside `model/`)."""
+    if out is not None:
+        return Path(out)
+    model = Path(model)
+    return (model.parent if (model / "preprocessing.json").is_file() else model) / f"eval-{probe}"
+
+
+def evaluate_text(args: argparse.Namespace) -> int:
+    """`selfsup evaluate --model FINETUNED --eval FILE`: a fine-tuned text model's task metrics."""
+    from selfsup.adapt.core.evaluation import evaluate_finetuned
+
+    if len(args.eval) != 1:
+        raise SelfsupError("--eval: give one labeled file to evaluate a fine-tuned model on")
+    m = evaluate_finetuned(args.model, args.eval[0], args.out, text_column=args.text_column,
+                           pair_column=args.pair_column, label_column=args.label_column,
+                           batch_size=args.batch_size, overrides=args.set)
+    print(f"eval: {', '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in m['eval'].items())}")
+    if args.out:
+        out = str(args.out)
+        print(f"wrote {out if out.endswith('.json') else out + '/metrics.json'}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.probe is None:
+        return evaluate_text(args)
+    if not args.train:
+        raise SelfsupError("--train: a probe needs labelled data to fit on")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = evaluate(args.model, args.probe, args.train, args.eval, args.out, k=args.k, temperature=args.temperature)
+    d = result["diagnostics"]
+    out = output_dir(args.model, args.probe, args.out)
+    print(f"{args.probe} probe: eval.accuracy={result['eval']['accuracy']:.4f} (train {result['eval']['n_train']}, "
+          f"eval {result['eval']['n_eval']}); feature_std={d['feature_std']:.3f} effective_rank="
+          f"{d['effective_rank']:.1f}{' COLLAPSED' if d['collapsed'] else ''}"
+          f"\nwrote {out / 'metrics.json'}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a model: a probe on frozen features, or a fine-tuned model's task",
+                       description="With --probe: fit a linear (logistic regression) or cosine-kNN probe on the "
+                                   "frozen features of an exported encoder (metrics.json with eval.accuracy). "
+                                   "Without: the task metrics of a model made by `selfsup finetune` on --eval.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a pretrain/finetune run folder or its model/")
+    p.add_argument("--probe", choices=["linear", "knn"], help="probe frozen features (image encoders)")
+    p.add_argument("--train", action="append", metavar="DATA",
+                   help="labelled images to fit the probe on (folder, .npz, IDX, hf:NAME, sklearn:digits)")
+    p.add_argument("--eval", action="append", required=True, metavar="DATA", help="labelled data to score")
+    p.add_argument("--out", metavar="DIR", help="where metrics.json goes (default: RUN/eval-PROBE for probes)")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
+    p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    text = p.add_argument_group("fine-tuned text models (no --probe)")
+    text.add_argument("--text-column", metavar="C")
+    text.add_argument("--pair-column", metavar="C")
+    text.add_argument("--label-column", metavar="C")
+    text.add_argument("--batch-size", type=int, default=64, metavar="N")
+    text.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_run)

@@ -1,0 +1,205 @@
+"""Every plot selfsup draws (matplotlib, no display needed), as pure functions of numbers: pretraining loss
+curves, fine-tuning curves (loss and the main metric per epoch, one line per run), suite grids, similarity
+maps, the early-exit sweep and the pruning size/accuracy trade-off. Imports only `selfsup.fileio`, so any layer
+may draw."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping, Sequence
+
+
+def figure_bytes(fig) -> bytes:
+    """PNG bytes of a matplotlib figure (laid out unless it has a layout engine), the figure closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    if fig.get_layout_engine() is None:  # a figure made with layout="constrained" places its own title
+        fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_history(curves: Mapping[str, Sequence[dict]], path: str | Path, metric: str, title: str = "") -> Path:
+    """`curves`: run name -> history rows (`epoch`, `train_loss`, `eval_loss`, metric). Left: train (solid)
+    and eval (dashed) loss; right: the eval metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for i, (name, rows) in enumerate(curves.items()):
+        color = f"C{i}"
+        epochs = [r["epoch"] for r in rows]
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", color=color, label=f"{name} train", ms=3)
+        ax_loss.plot(epochs, [r.get("eval_loss") for r in rows], "--s", color=color, label=f"{name} eval", ms=3)
+        ax_metric.plot(epochs, [r.get(metric) for r in rows], "-o", color=color, label=name, ms=3)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("loss" + (f" — {title}" if title else ""))
+    ax_metric.set_xlabel("epoch")
+    ax_metric.set_ylabel(f"eval {metric}")
+    ax_metric.set_title(f"eval {metric}")
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_similarity(matrix, labels: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """A cosine-similarity matrix as a heat map with the sentences (shortened) as tick labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    n = len(labels)
+    size = max(4.0, 0.45 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=110)
+    im = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    short = [s if len(s) <= 40 else s[:37] + "..." for s in labels]
+    ax.set_xticks(range(n), [str(i) for i in range(n)], fontsize=7)
+    ax.set_yticks(range(n), [f"{i}: {s}" for i, s in enumerate(short)], fontsize=7)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{matrix[i][j]:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    if title:
+        ax.set_title(title)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_suite(curves: Mapping[str, Mapping[str, Sequence[dict]]], metrics: Mapping[str, str], path: str | Path,
+               title: str = "") -> Path:
+    """One row per task: loss per epoch (train solid, eval dashed) and the task's metric per epoch, one
+    colour per model x init (e.g. pretrained vs scratch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    from matplotlib.ticker import MaxNLocator
+
+    tasks = list(curves)
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 3.4 * len(tasks)), dpi=110, squeeze=False,
+                             layout="constrained")  # the suptitle gets its own room above the first row
+    for (ax_loss, ax_metric), task in zip(axes, tasks):
+        metric = metrics[task]
+        for i, (name, rows) in enumerate(curves[task].items()):
+            color = f"C{i}"
+            epochs = [r["epoch"] for r in rows]
+            ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", color=color, label=f"{name} train", ms=3)
+            ax_loss.plot(epochs, [r.get("eval_loss") for r in rows], "--s", color=color, label=f"{name} eval",
+                         ms=3)
+            ax_metric.plot(epochs, [r.get(metric) for r in rows], "-o", color=color, label=name, ms=3)
+        ax_loss.set_title(f"{task}: loss")
+        ax_metric.set_title(f"{task}: eval {metric}")
+        for ax in (ax_loss, ax_metric):
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_training_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> Path | None:
+    """Train loss per step (and held-out loss where logged) from a pretraining run's logged rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    held = [(r["step"], r["heldout_loss"]) for r in rows if "heldout_loss" in r]
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ax.plot(*zip(*train), label="train loss", lw=1.2)
+    if held:
+        ax.plot(*zip(*held), "o-", label="held-out loss", lw=1.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_sweep(result: dict, path: Path) -> Path:
+    """Left: accuracy vs wall-time speedup (one point per threshold, the full model at 1); right: accuracy
+    vs average exit layer, with each layer's head alone for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    rows, full = result["rows"], result["full"]
+    fig, (ax_speed, ax_layer) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    ax_speed.plot([r["speedup"] for r in rows], [r["accuracy"] for r in rows], "-o", ms=4, label="early exit")
+    ax_speed.plot([1.0], [full["accuracy"]], "*", ms=12, color="C3", label="full model")
+    for r in rows:
+        ax_speed.annotate(f"{r['threshold']:g}", (r["speedup"], r["accuracy"]), fontsize=7,
+                          textcoords="offset points", xytext=(3, 3))
+    ax_speed.set_xlabel("wall-time speedup over the full model")
+    ax_speed.set_ylabel("accuracy")
+    ax_speed.set_title(f"speed vs accuracy ({result['rule']})")
+    ax_layer.plot([r["avg_exit_layer"] for r in rows], [r["accuracy"] for r in rows], "-o", ms=4,
+                  label="early exit")
+    ax_layer.plot(range(1, full["layers"] + 1), full["layer_accuracy"], "--s", ms=3, color="C2",
+                  label="one layer's head alone")
+    ax_layer.set_xlabel("average exit layer")
+    ax_layer.set_ylabel("accuracy")
+    ax_layer.set_title("depth vs accuracy")
+    for ax in (ax_speed, ax_layer):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    atomic_write_bytes(Path(path), figure_bytes(fig))
+    return Path(path)
+
+
+def plot_size_accuracy(rows: Sequence[dict], metric: str, path: Path, title: str = "") -> Path:
+    """The metric against the parameter count, one line per pruning method, each starting at the original."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    origin = [r for r in rows if r["method"] in ("none", "teacher")]
+    for i, method in enumerate(sorted({r["method"] for r in rows} - {"none", "teacher"})):
+        series = sorted(origin + [r for r in rows if r["method"] == method], key=lambda r: -r["parameters"])
+        ax.plot([r["parameters"] for r in series], [r.get(metric) for r in series], "-o", color=f"C{i}",
+                label=method, ms=4)
+    for r in origin:
+        ax.plot([r["parameters"]], [r.get(metric)], "k*", ms=10, label=r["setting"])
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"eval {metric}")
+    ax.set_title(title or f"{metric} vs size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
