@@ -238,9 +238,12 @@ def main() -> None:
     ap.add_argument("--gpt", help="a `selfsup pretrain gpt` run (>= 512 positions) on the task's unlabeled text")
     ap.add_argument("--parts", default="methods,exit,smaller,few,incontext")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra fine-tuning keys for every run, e.g. --set keep_best=false")
     ap.add_argument("--work", help="keep the runs here (default: a temporary folder); later parts read the "
                     "`methods` part's runs from it")
     args = ap.parse_args()
+    COMMON.extend(args.set)
     parts = args.parts.split(",")
     out_dir = ROOT_OUT / f"adapt-{args.task}"
     out_dir.mkdir(parents=True, exist_ok=True)

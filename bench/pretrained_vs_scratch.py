@@ -3,7 +3,7 @@ tiny architecture fine-tuned from the MLM-pretrained checkpoint and from a rando
 
     SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/pretrained_vs_scratch.py [--pretrained RUN] [--seeds 3]
 
-Tasks (`selfsup.adapt.tasks`; evaluation text comes from the last 20% of each novel, pretraining reads only the
+Tasks (`selfsup.data.austen`; evaluation text comes from the last 20% of each novel, pretraining reads only the
 first 80%):
 - `speech`: is this sentence spoken by a character or the narrator's? (labels: the author's quotation marks,
   removed from the input) — at 16 (10 and 20 epochs), 32 and 64 labeled sentences per class, and all 1,000 per

@@ -43,6 +43,37 @@ def digits_split(tmp_path_factory) -> tuple[Path, Path]:
     return split(tmp_path_factory.mktemp("digits"))
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, persuasion) -> Path:
+    """A 2-layer, hidden-32 BERT with a WordPiece tokenizer trained on Persuasion (random weights)."""
+    import torch
+
+    from test_adapt_heads import make_checkpoint
+
+    torch.set_num_threads(1)
+    texts = [t for t in persuasion.read_text().split("\n\n")[:300] if t.strip()]
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-bert"), "bert", texts)
+
+
+@pytest.fixture(scope="session")
+def tuned_bert(tmp_path_factory, tiny_bert) -> Path:
+    """A backbone with features (a random tiny checkpoint has none that a frozen-backbone method can use): the
+    encoder of a short full fine-tune of `tiny_bert` on another pair of novels (Persuasion or Emma?)."""
+    import transformers as tf
+
+    from selfsup.adapt.core.models import load_tokenizer
+    from selfsup.adapt.core.run import finetune
+    from selfsup.data.austen import austen_novels_task
+
+    d = tmp_path_factory.mktemp("tuned-bert")
+    other = austen_novels_task(d / "task", train_per_class=150, eval_per_class=10, novels=["persuasion", "emma"])
+    finetune(tiny_bert, "sequence-classification", other["train"], other["eval"], d / "run", epochs=6,
+             overrides=["threads=1", "max_length=48", "batch_size=16", "lr=3e-3", "keep_best=false"])
+    tf.AutoModelForSequenceClassification.from_pretrained(d / "run" / "model").bert.save_pretrained(d / "bb")
+    load_tokenizer(d / "run" / "model").save_pretrained(d / "bb")
+    return d / "bb"
+
+
 def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m selfsup ARGS` in a fresh process (as a user would)."""
     full_env = {**os.environ, **(env or {})}

@@ -11,31 +11,18 @@ from selfsup.adapt.core.models import build_model, count_parameters, load_tokeni
 from selfsup.adapt.core.run import finetune
 from selfsup.adapt.registry import get_method
 from selfsup.data.austen import austen_novels_task
-from test_adapt_heads import make_checkpoint
 
 FAST = ["threads=1", "max_length=48", "batch_size=16"]
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory, persuasion):
-    torch.set_num_threads(1)
-    texts = [t for t in persuasion.read_text().split("\n\n")[:300] if t.strip()]
-    return make_checkpoint(tmp_path_factory.mktemp("ck"), "bert", texts)
+def bert(tiny_bert):
+    return tiny_bert
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory, bert):
-    """A backbone with features (a random tiny checkpoint has none that biases alone can use): the encoder of a
-    short full fine-tune on another pair of novels (Persuasion or Emma?)."""
-    import transformers as tf
-
-    d = tmp_path_factory.mktemp("tuned")
-    other = austen_novels_task(d / "task", train_per_class=150, eval_per_class=10, novels=["persuasion", "emma"])
-    finetune(bert, "sequence-classification", other["train"], other["eval"], d / "run", epochs=6,
-             overrides=FAST + ["lr=3e-3", "keep_best=false"])
-    tf.AutoModelForSequenceClassification.from_pretrained(d / "run" / "model").bert.save_pretrained(d / "bb")
-    load_tokenizer(d / "run" / "model").save_pretrained(d / "bb")
-    return d / "bb"
+def tuned(tuned_bert):
+    return tuned_bert
 
 
 @pytest.fixture(scope="module")

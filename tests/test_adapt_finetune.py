@@ -98,6 +98,11 @@ def test_shots_and_seeds_report_mean_and_std(bert, novels, tmp_path):
     assert set(m["eval_std"]) >= {"accuracy", "macro_f1", "mcc"} and "±" in m["eval_mean_std"]["accuracy"]
     for s in (5, 6):
         assert (tmp_path / "run" / f"seed-{s}" / "model" / "config.json").is_file()
+    # the multi-seed run folder itself is usable: its best seed by the main metric, said on stderr
+    best = max(m["runs"], key=lambda r: r["eval"]["accuracy"])
+    r = run_cli("evaluate", "--model", str(tmp_path / "run"), "--eval", novels["eval"], "--set", "threads=1")
+    assert r.returncode == 0 and f"using {best['folder']}" in r.stderr, r.stderr
+    assert f"accuracy={best['eval']['accuracy']:.4f}" in r.stdout
     frac = finetune(bert, "sequence-classification", novels["train"], novels["eval"], tmp_path / "frac",
                     max_steps=1, train_fraction=0.1, overrides=FAST)
     assert frac["train_examples"] == 30

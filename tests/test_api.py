@@ -49,6 +49,10 @@ def test_evaluate_and_predict_take_rows_too(setup, tmp_path):
     assert selfsup.evaluate(run, rows["eval"])["eval"] == selfsup.evaluate(run, task["eval"])["eval"]
     preds = selfsup.predict(run, [r["text"] for r in rows["eval"][:3]])  # plain strings are texts
     assert len(preds) == 3 and set(preds[0]["probabilities"]) == {"emma", "persuasion"}
+    (tmp_path / "new.txt").write_text("Anne smiled.\n\nHow very kind of you!\n")  # plain text lines, as --help says
+    from_file = selfsup.predict(run, str(tmp_path / "new.txt"))
+    assert [p["label"] for p in from_file] == [p["label"] for p in selfsup.predict(run, ["Anne smiled.",
+                                                                                         "How very kind of you!"])]
 
 
 def test_bad_rows_are_one_line_errors(setup, tmp_path):

@@ -18,6 +18,7 @@ def test_demo_runs_end_to_end_and_protects_other_folders(tmp_path):
                  "downstream/curves.png", "downstream/pretrained/model/config.json"):
         assert (out / name).is_file(), name
     assert "Cloze on held-out passages" in res.stdout
+    assert "it/s" not in res.stdout and "\r" not in res.stdout  # progress goes to stderr, stdout has results
     # a second demo replaces the first; a folder the demo did not make is refused
     other = tmp_path / "mine"
     other.mkdir()

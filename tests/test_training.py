@@ -64,6 +64,12 @@ def test_export_reloads_in_plain_transformers_with_identical_logits(trained):
         b = reference(**batch).logits
     assert torch.allclose(a, b, atol=1e-5)
     assert a.shape[-1] == len(tok)
+    # the saved tokenizer knows the model's length: plain `truncation=True` gives inputs the model takes
+    assert tok.model_max_length == model.config.max_position_embeddings
+    long = tok(["Anne " * 1000], truncation=True, return_tensors="pt")
+    assert long["input_ids"].shape[1] == model.config.max_position_embeddings
+    with torch.no_grad():
+        model(**long)
 
 
 def test_continue_pretraining_from_a_local_hf_checkpoint(trained, persuasion, tmp_path):

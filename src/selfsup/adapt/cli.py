@@ -31,7 +31,7 @@ def _finetune(args: argparse.Namespace) -> int:
                  text_column=args.text_column, pair_column=args.pair_column, label_column=args.label_column,
                  epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, overrides=args.set,
                  train_fraction=args.train_fraction, shots=args.shots, seeds=args.seeds,
-                 progress=not args.no_progress, unlabeled=args.unlabeled)
+                 progress=not args.no_progress, unlabeled=args.unlabeled, resume=args.resume)
     if m.get("ensemble"):  # --method pet: the pattern ensemble that made the soft labels
         ensemble = {k: v for k, v in m["ensemble"].items() if k != "examples"}
         print(f"PET ensemble of {len(m['pvps'])} patterns: {_fmt(ensemble)}")
@@ -58,6 +58,8 @@ def _predict(args: argparse.Namespace) -> int:
         path = Path(args.out)
         if path.is_dir():
             raise SelfsupError(f"{path}: is a folder; --out takes a .jsonl file")
+        if path.exists():
+            raise SelfsupError(f"{path}: already exists; choose another --out")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
@@ -183,6 +185,8 @@ def add_parser(sub) -> None:
                          "warmup_ratio, weight_decay, schedule, dropout, threads, device, doc_stride, ...)")
     ft.add_argument("--unlabeled", metavar="FILE", help="--method pet: unlabeled examples (same format and "
                     "columns as --train; labels ignored) soft-labeled by the pattern ensemble")
+    ft.add_argument("--resume", action="store_true", help="continue a killed run of this same command from its "
+                    "last epoch (its state is kept beside --out until the run completes)")
     ft.add_argument("--no-progress", action="store_true", help="no per-epoch lines")
     ft.set_defaults(func=_finetune)
 

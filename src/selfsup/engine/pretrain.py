@@ -5,8 +5,10 @@ before the output folder is touched; an existing folder is never overwritten (on
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -150,13 +152,15 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     start_step = 0
     if resume:
         start_step = int(torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)["global_step"])
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=heldout_loader,
-                ckpt_path=str(out / CHECKPOINT) if resume else None, weights_only=True)
+    with contextlib.redirect_stdout(sys.stderr):  # Lightning's progress bars write to stdout: results only there
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=heldout_loader,
+                    ckpt_path=str(out / CHECKPOINT) if resume else None, weights_only=True)
     seconds = time.perf_counter() - started
     trainer.save_checkpoint(str(out / CHECKPOINT))  # the final state, so `--resume --max-steps N` can extend
     final: dict[str, float] = {}
     if heldout_loader is not None:
-        res = trainer.validate(module, dataloaders=heldout_loader, verbose=False)
+        with contextlib.redirect_stdout(sys.stderr):
+            res = trainer.validate(module, dataloaders=heldout_loader, verbose=False)
         final.update({k: float(v) for k, v in res[0].items()})
         final.update(objective.heldout_summary(final))
     if not trainer.is_global_zero:

@@ -31,6 +31,13 @@ def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[st
     model = Path(model)
     if not model.is_dir():
         raise SelfsupError(f"{model}: no such model folder")
+    if out is not None and (Path(out) / "metrics.json").exists():
+        raise SelfsupError(f"{Path(out) / 'metrics.json'}: already exists; choose another --out")
+    if sorted(map(str, train)) == sorted(map(str, eval_data)):  # a score on the fitted data says little
+        import sys
+
+        print(f"selfsup: warning: the probe is fitted and scored on the same data ({', '.join(map(str, train))}); "
+              "give held-out --eval data for a real estimate", file=sys.stderr)
     from selfsup.adapt.core.encoders import load_image_encoder
 
     encoder, prep = load_image_encoder(model)

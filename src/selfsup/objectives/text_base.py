@@ -151,4 +151,11 @@ class TextObjective(Objective):
 
         hf_logging.disable_progress_bar()
         self.model.save_pretrained(str(folder), safe_serialization=True)
+        # the tokenizer says how long an input the model takes, so `truncation=True` in plain transformers fits
+        config = self.model.config
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if positions:
+            if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+                positions -= (config.pad_token_id or 1) + 1  # RoBERTa's positions start after the padding id
+            self.tokenizer.model_max_length = int(positions)
         self.tokenizer.save_pretrained(str(folder))

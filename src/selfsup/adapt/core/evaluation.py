@@ -101,8 +101,10 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
     """A fine-tuned model (from `selfsup finetune`) on a labeled file -> metrics (written to `out`, a JSON
     file path or a folder that gets `metrics.json`)."""
     from selfsup.adapt.core import images
+    from selfsup.adapt.core.runs import check_metrics_out
     from selfsup.adapt.core.tasks import check_labels, read_task, source_name
 
+    check_metrics_out(out)
     if images.is_classifier(model_dir):  # `finetune --task image-classification`: its own reader and head
         return images.evaluate_image(model_dir, eval_file, out, batch_size=batch_size, overrides=overrides)
     model, tok, info, cfg, columns = load_for_inference(model_dir, text_column, pair_column, label_column,
@@ -150,6 +152,7 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
     Yields one dict per example, in batches of `batch_size`, so a long input never sits in memory whole."""
     from selfsup.adapt.core import images
     from selfsup.adapt.core.tasks import read_task
+    from selfsup.data.text import decoded_lines, inner_suffix
 
     if images.is_classifier(model_dir):
         yield from images.predict_image(model_dir, source, batch_size=batch_size, overrides=overrides)
@@ -162,6 +165,12 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
     types = keep_token_types(model.config)
     if isinstance(source, str) and source == "-":
         chunks = stdin_examples(stdin or sys.stdin, kind, columns, cfg.eval_batch_size)
+    elif isinstance(source, (str, Path)) and not str(source).startswith("hf:") and kind != "token-classification" \
+            and inner_suffix(Path(source)) == ".txt":  # plain lines, as on stdin (CoNLL tagging files stay)
+        if not Path(source).is_file():
+            raise SelfsupError(f"{source}: no such file")
+        lines = (line for _, line in decoded_lines(Path(source)))
+        chunks = stdin_examples(lines, kind, columns, cfg.eval_batch_size, name=str(source))
     else:
         examples = read_task(source, kind, columns, labeled=False)
         chunks = (examples[i:i + cfg.eval_batch_size] for i in range(0, len(examples), cfg.eval_batch_size))
@@ -179,7 +188,9 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
         yield from preds
 
 
-def stdin_examples(stream, kind: str, columns: Columns, size: int) -> Iterator[list]:
+def stdin_examples(stream, kind: str, columns: Columns, size: int, name: str = "<stdin>") -> Iterator[list]:
+    """Plain lines (or JSON lines) -> examples in chunks of `size`: one text per line, `text<TAB>pair` for pair
+    tasks, space-separated words for tagging; errors name `name:line`."""
     import json
 
     from selfsup.adapt.core.tasks import TaggedSentence, TextExample, qa_example, text_field
@@ -189,7 +200,7 @@ def stdin_examples(stream, kind: str, columns: Columns, size: int) -> Iterator[l
         line = line.rstrip("\n")
         if not line.strip():
             continue
-        where = f"<stdin>:{lineno}"
+        where = f"{name}:{lineno}"
         if line.lstrip().startswith("{"):
             try:
                 row = json.loads(line)

@@ -9,15 +9,22 @@ global batch, so a 2-process run sees exactly the examples of a 1-process run wi
 Several devices without an outside launcher use Lightning's `ddp_fork` (the method's closures need no pickling
 and the trained weights return to this process); under torchrun / SLURM every rank runs the verb and only
 global rank 0 writes (`runs.over_seeds`).
+
+Resumable: when `runs.over_seeds` sets `CHECKPOINTS`, every fit of a seed saves its whole state (weights,
+optimizer, schedule, history, the best epoch so far) atomically after each epoch to `checkpoints/fit-<k>.ckpt`
+of the seed's folder, and with `resume` a fit starts from its checkpoint. The data order and dropout depend on
+(seed, epoch) only, so a resumed run ends where an uninterrupted one does.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import math
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +34,22 @@ import torch
 
 from selfsup.engine.module import lr_lambda, param_groups, quiet_lightning, resolve_precision
 from selfsup.errors import TrainingDiverged
+
+
+@dataclasses.dataclass
+class Checkpoints:
+    """Where the fits of one seed keep their resumable state: the k-th fit of the seed in `fit-<k>.ckpt`."""
+    folder: Path
+    resume: bool = False
+    count: int = 0
+
+    def next_path(self) -> Path:
+        self.count += 1
+        return Path(self.folder) / "checkpoints" / f"fit-{self.count}.ckpt"
+
+
+CHECKPOINTS: contextvars.ContextVar[Checkpoints | None] = contextvars.ContextVar("selfsup_checkpoints",
+                                                                               default=None)
 
 
 @dataclasses.dataclass
@@ -45,6 +68,8 @@ class EpochBatches(torch.utils.data.Sampler):
     def __init__(self, n: int, batch_size: int, accumulate: int, seed: int):
         self.n, self.batch, self.acc, self.seed = n, batch_size, accumulate, seed
         self.epoch = 0
+        self.offset = 0  # epochs a resumed fit already ran
+        self.sampler = _EpochSetter(self)  # Lightning sets the epoch of `batch_sampler.sampler` before each epoch
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch) * self.acc
@@ -59,7 +84,7 @@ class EpochBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         order = self.order()
-        self.epoch += 1  # Lightning sets the epoch of a batch sampler's inner sampler only: count passes here
+        self.epoch += 1  # outside Lightning, each pass is the next epoch
         dist = torch.distributed
         # read in the worker process (a forked rank gets the sampler its parent built)
         world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() \
@@ -72,6 +97,17 @@ class EpochBatches(torch.utils.data.Sampler):
             pieces = np.array_split(chunk, parts)
             for j in range(self.acc):
                 yield pieces[j * world + rank].tolist()
+
+
+class _EpochSetter:
+    """What Lightning's `_set_sampler_epoch` finds at `batch_sampler.sampler`: it passes the epoch about to run
+    (also after a resume, when `on_train_epoch_start` is skipped) on to the batch sampler."""
+
+    def __init__(self, batches: EpochBatches):
+        self.batches = batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.epoch = epoch + self.batches.offset
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -94,36 +130,63 @@ class FitModule(L.LightningModule):
 
     def __init__(self, model: torch.nn.Module, cfg, *, lr: float, total_steps: int, per_epoch: int, epochs: int,
                  loss_fn: Callable, collate_fn: Callable, eval_fn: Callable, main_metric: str | None,
-                 params: Sequence | None, train_mode: Callable | None, progress: bool, result_path: Path):
+                 params: Sequence | None, train_mode: Callable | None, progress: bool, result_path: Path,
+                 seed: int = 0, sampler: EpochBatches | None = None, checkpoint_path: Path | None = None,
+                 restored: dict | None = None):
         super().__init__()
         self.model = model
         self.cfg, self.lr, self.total_steps, self.per_epoch, self.epochs = cfg, lr, total_steps, per_epoch, epochs
         self.loss_fn, self.collate_fn, self.eval_fn = loss_fn, collate_fn, eval_fn
         self.main_metric, self.params, self.train_mode = main_metric, params, train_mode
         self.progress, self.result_path = progress, result_path
+        self.seed, self.sampler, self.checkpoint_path = seed, sampler, checkpoint_path
         self.history: list[dict[str, Any]] = []
         self.best: tuple[tuple[float, float], int, dict] | None = None
         self.last_eval: dict[str, float] = {}
         self._sums: dict[str, float] = {}
+        # a resumed fit: the epochs and steps a killed run finished (this Trainer runs the rest)
+        self.restored = restored
+        self.epochs_done = self.steps_done = 0
+        if restored is not None:
+            self.epochs_done, self.steps_done = int(restored["epochs_done"]), int(restored["steps_done"])
+            self.history = list(restored["history"])
+            self.last_eval = dict(restored["last_eval"])
+            best = restored.get("best")
+            self.best = None if best is None else (tuple(best[0]), int(best[1]), best[2])
+            if sampler is not None:
+                sampler.offset = self.epochs_done
+
+    @property
+    def epoch_index(self) -> int:
+        """0-based epoch of the whole fit (a resumed Trainer counts from 0 again)."""
+        return self.current_epoch + self.epochs_done
+
+    @property
+    def step_index(self) -> int:
+        return int(self.global_step) + self.steps_done
 
     def setup(self, stage: str) -> None:
         world = self.trainer.world_size
         if world > 1 and self.device.type == "cpu" and not self.cfg.threads:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.cfg.devices)))
 
-    def on_train_epoch_start(self) -> None:
+    def start_epoch(self) -> None:
+        """At an epoch's first batch (Lightning skips `on_train_epoch_start` for the epoch after a resume)."""
+        torch.manual_seed(self.seed * 1_000_003 + self.epoch_index)  # dropout: a function of (seed, epoch)
         self.model.train()
         if self.train_mode is not None:
             self.train_mode(self.model)
         self._sums = {}
 
     def training_step(self, chunk: list, batch_idx: int) -> torch.Tensor:
+        if batch_idx == 0:
+            self.start_epoch()
         batch = self.collate_fn(chunk, self.device)
         out = self.loss_fn(self.model, batch)
         loss, stats = (out["loss"], {k: v for k, v in out.items() if k != "loss"}) if isinstance(out, dict) \
             else (out, {})
         if not torch.isfinite(loss.detach()):
-            raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step + 1}; stopped "
+            raise TrainingDiverged(f"loss is {loss.item()} at step {self.step_index + 1}; stopped "
                                    "(lower lr with --set lr=...)")
         n = float(len(chunk))
         for key, value in (("loss", loss), *stats.items()):
@@ -140,10 +203,10 @@ class FitModule(L.LightningModule):
             totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
         sums = dict(zip(keys, totals.tolist()))
         n = max(1.0, sums.pop("_n", 0.0))
-        epoch = self.current_epoch + 1
-        row: dict[str, Any] = {"epoch": epoch, "step": int(self.global_step), "train_loss": sums.pop("loss", 0.0) / n,
+        epoch = self.epoch_index + 1
+        row: dict[str, Any] = {"epoch": epoch, "step": self.step_index, "train_loss": sums.pop("loss", 0.0) / n,
                                **{f"train_{k}": v / n for k, v in sums.items()}}
-        last = epoch >= self.epochs or self.global_step >= self.total_steps
+        last = epoch >= self.epochs or self.step_index >= self.total_steps
         if self.trainer.is_global_zero and (epoch % self.cfg.eval_every == 0 or last):
             ev = self.eval_fn(self.model)
             self.model.train()
@@ -160,23 +223,45 @@ class FitModule(L.LightningModule):
                 state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
                 self.best = (key, epoch, {"eval": ev, "state": state})
             if self.progress:
-                print(f"epoch {epoch}/{self.epochs} step {self.global_step}: train_loss={row['train_loss']:.4f} "
+                print(f"epoch {epoch}/{self.epochs} step {self.step_index}: train_loss={row['train_loss']:.4f} "
                       f"eval_loss={(row['eval_loss'] if row['eval_loss'] is not None else float('nan')):.4f}"
                       + (f" {self.main_metric}={row.get(self.main_metric, float('nan')):.4f}"
                          if self.main_metric else ""), file=sys.stderr)
         if self.trainer.is_global_zero:
             self.history.append(row)
+        if self.checkpoint_path is not None and self.trainer.is_global_zero:
+            self.save_state(epoch)
+
+    def save_state(self, epochs_done: int) -> None:
+        """Everything a resumed fit needs, atomically (hand-written rather than Lightning's checkpoint: its
+        loop state saved at an epoch's end resumes mid-epoch in Lightning 2.6)."""
+        import io
+
+        from selfsup.fileio import atomic_write_bytes
+
+        opt = self.trainer.optimizers[0]
+        sched = self.trainer.lr_scheduler_configs[0].scheduler
+        best = None if self.best is None else [list(self.best[0]), self.best[1], self.best[2]]
+        state = {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epochs_done": epochs_done,
+                 "steps_done": self.step_index, "history": self.history, "last_eval": self.last_eval, "best": best}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
 
     def on_train_end(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
+        if self.trainer.is_global_zero:
+            self.write_result()
+
+    def write_result(self) -> None:
+        """The kept epoch's weights into the model, and the result for `fit` (also across a fork)."""
         best_epoch = None
         ev = self.last_eval
         if self.best is not None:
             _, best_epoch, kept = self.best
             self.model.load_state_dict(kept["state"])
             ev = kept["eval"]
-        self.result_path.write_text(json.dumps({"history": self.history, "eval": ev, "steps": int(self.global_step),
+        self.result_path.write_text(json.dumps({"history": self.history, "eval": ev, "steps": self.step_index,
                                                 "best_epoch": best_epoch}, default=float))
 
     def configure_optimizers(self):
@@ -186,6 +271,9 @@ class FitModule(L.LightningModule):
         opt = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(c.betas))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lr_lambda(c.schedule, int(c.warmup_ratio * self.total_steps), self.total_steps))
+        if self.restored is not None:
+            opt.load_state_dict(self.restored["optimizer"])
+            sched.load_state_dict(self.restored["scheduler"])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
 
@@ -217,7 +305,10 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
     `model.train()` each epoch (e.g. a frozen encoder back to eval mode); `params` restricts the optimizer."""
     from lightning.pytorch.loggers import CSVLogger
 
+    from selfsup.engine.checkpoint import AtomicCheckpointIO
+
     quiet_lightning()
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     world = cfg.devices * cfg.num_nodes
     per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
     total_steps = cfg.max_steps or cfg.epochs * per_epoch
@@ -227,22 +318,36 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
         strategy = "ddp" if _launched_outside() else "ddp_fork"
     accelerator, devices = _accelerator(cfg)
     torch.manual_seed(seed)  # dropout and augmentation: reproducible for a given --seed
+    checkpoints = CHECKPOINTS.get()
+    path = checkpoints.next_path() if checkpoints is not None else None
+    restored = None
+    if checkpoints is not None and checkpoints.resume and path.is_file():
+        restored = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(restored["model"])
+    sampler = EpochBatches(len(train_feats), cfg.batch_size, cfg.accumulate, seed)
+    version = f"fit-{checkpoints.count}" if checkpoints is not None else ""
+    if log_dir is None and checkpoints is not None:  # a run's fits log per step to logs/fit-<k>/metrics.csv
+        log_dir = checkpoints.folder
     with tempfile.TemporaryDirectory(prefix="selfsup-fit-") as tmp:
         result_path = Path(tmp) / "result.json"
         module = FitModule(model, cfg, lr=lr, total_steps=total_steps, per_epoch=per_epoch, epochs=epochs,
                            loss_fn=loss_fn, collate_fn=collate_fn, eval_fn=eval_fn, main_metric=main_metric,
-                           params=params, train_mode=train_mode, progress=progress, result_path=result_path)
+                           params=params, train_mode=train_mode, progress=progress, result_path=result_path,
+                           seed=seed, sampler=sampler, checkpoint_path=path, restored=restored)
+        if restored is not None and (restored["epochs_done"] >= epochs or restored["steps_done"] >= total_steps):
+            module.write_result()  # the killed run had finished this fit: its result, no training
+            res = json.loads(result_path.read_text())
+            model.cpu()
+            return FitResult(res["history"], res["eval"], res["steps"], epochs, res["best_epoch"])
         trainer = L.Trainer(
-            max_steps=total_steps, max_epochs=epochs, accelerator=accelerator, devices=devices,
+            max_steps=total_steps - module.steps_done, max_epochs=epochs - module.epochs_done, accelerator=accelerator, devices=devices,
             num_nodes=cfg.num_nodes, strategy=strategy, precision=resolve_precision(cfg.precision, accelerator),
             gradient_clip_val=cfg.grad_clip or None, accumulate_grad_batches=cfg.accumulate,
-            logger=CSVLogger(str(log_dir), name="logs", version="") if log_dir is not None else False,
+            logger=CSVLogger(str(log_dir), name="logs", version=version) if log_dir is not None else False,
             log_every_n_steps=max(1, min(50, per_epoch)), enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-            use_distributed_sampler=False, default_root_dir=tmp)
-        loader = torch.utils.data.DataLoader(_Indexed(train_feats), collate_fn=_as_list,
-                                             batch_sampler=EpochBatches(len(train_feats), cfg.batch_size,
-                                                                        cfg.accumulate, seed))
+            use_distributed_sampler=False, default_root_dir=tmp, plugins=[AtomicCheckpointIO()])
+        loader = torch.utils.data.DataLoader(_Indexed(train_feats), collate_fn=_as_list, batch_sampler=sampler)
         trainer.fit(module, train_dataloaders=loader)
         if not result_path.is_file():  # a rank other than 0 of an outside launch: it keeps no result
             return FitResult([], {}, total_steps, epochs, None)

@@ -157,13 +157,33 @@ def save_task(folder: Path, info: dict) -> None:
 
 
 def finetuned_folder(model_dir: str | Path) -> Path:
-    """The folder holding `task.json` of a `selfsup finetune` run (the run folder or its `model/`)."""
+    """The folder holding `task.json` of a `selfsup finetune` run (the run folder or its `model/`); for a
+    multi-seed run folder, the model of its best seed by the main metric (said on stderr)."""
     p = Path(model_dir)
     if (p / "model" / TASK_FILE).is_file():
         p = p / "model"
+    if not (p / TASK_FILE).is_file() and list(p.glob(f"seed-*/model/{TASK_FILE}")):
+        return _best_seed(p)
     if not (p / TASK_FILE).is_file():
         raise SelfsupError(f"{model_dir}: not a fine-tuned model (no {TASK_FILE}; make one with `selfsup finetune`)")
     return p
+
+
+def _best_seed(run: Path) -> Path:
+    import sys
+
+    seeds = sorted(run.glob(f"seed-*/model/{TASK_FILE}"), key=lambda f: int(f.parent.parent.name.split("-")[1]))
+    chosen, why = seeds[0].parent, "the first seed"
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+        metric = metrics["main_metric"]
+        scored = [(r["eval"][metric], r["folder"]) for r in metrics["runs"] if metric in r["eval"]]
+        score, folder = max(scored, key=lambda x: x[0])  # ties: the first seed
+        chosen, why = run / folder / "model", f"its best seed by eval {metric} ({score:.4f})"
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError):
+        pass
+    print(f"selfsup: {run} holds {len(seeds)} seeds; using {chosen.parent.name} ({why})", file=sys.stderr)
+    return chosen
 
 
 def read_task_info(folder: Path) -> dict:

@@ -62,14 +62,15 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
              label_column: str | None = None, epochs: int | None = None, max_steps: int | None = None,
              seed: int = 0, overrides: Sequence[str] = (), train_fraction: float | None = None,
              shots: int | None = None, seeds: int = 1, progress: bool = False,
-             unlabeled: str | None = None) -> dict[str, Any]:
+             unlabeled: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Fine-tune `model` on `task` with `method`; returns what is written to `out/metrics.json`.
 
     With `seeds > 1` the run repeats with seeds seed, seed+1, ... (each in `out/seed-S/`, the few-label
     subset re-drawn per seed) and `metrics.json` reports the mean and standard deviation of each metric.
-    `unlabeled` (a file like `train`, labels ignored) is for methods that use unlabeled text (PET)."""
+    `unlabeled` (a file like `train`, labels ignored) is for methods that use unlabeled text (PET). `resume`
+    continues a killed run of the same command (`runs.over_seeds`)."""
     from selfsup.adapt.core import images
-    from selfsup.adapt.core.tasks import subsample
+    from selfsup.adapt.core.tasks import source_name, subsample
     from selfsup.adapt.registry import get_method, option_owners
 
     out = Path(out)
@@ -116,5 +117,8 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
         return adapter.train_seed(run, s, folder, subset)
 
     config = {**to_dict(cfg), **to_dict(opts), **(to_dict(run.modality_opts) if run.modality_opts else {})}
-    return over_seeds(out, seed, seeds, train_seed, config,
-                      shared=adapter.shared_keys, summarize=adapter.summarize)
+    request = {"model": str(model), "task": task, "method": method, "init": init, "train": source_name(train),
+               "eval": source_name(eval), "unlabeled": unlabeled and source_name(unlabeled),
+               "train_fraction": train_fraction, "shots": shots}
+    return over_seeds(out, seed, seeds, train_seed, config, shared=adapter.shared_keys, summarize=adapter.summarize,
+                      resume=resume, request=request)

@@ -1,10 +1,12 @@
 """Run scaffolding shared by every adaptation verb: the output-folder check, devices and threads, seeds ->
 mean ± std, and the one writer of a seed's `metrics.json` record.
 
-A run's folder is written into a temporary sibling and renamed into place only when every seed finished, so an
-existing non-empty `--out` is never touched and a failed run leaves nothing behind."""
+A run's folder is written into a locked sibling (`.NAME.partial`) and renamed into place only when every seed
+finished, so an existing non-empty `--out` is never touched, a failed run leaves nothing behind, two runs never
+mix in one folder, and a killed run can be resumed."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -85,38 +87,106 @@ SUMMARY_KEYS = ("task", "model", "init", "method", "main_metric", "trainable_par
                 "labels", "train_examples", "eval_examples")
 
 
+def partial_folder(out: Path) -> Path:
+    """Where a run of `out` is written until it is complete (and kept when it is killed, for --resume)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
 def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], dict[str, Any]],
                config: dict[str, Any], shared: Sequence[str] = (),
-               summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Run `train_seed(s, folder)` for s = seed, seed+1, ... inside an atomically renamed `out` (one `seed-S/`
-    sub-folder each when there are several) and write `metrics.json`: the single run's metrics, or the mean
-    and standard deviation of every eval metric with the per-seed runs. `shared` names extra keys that are the
-    same for every seed and are copied from the first run; `summarize(runs)` adds a method's own aggregates.
-    In a multi-process launch only global rank 0 writes `out`; the other ranks work in a throw-away folder."""
-    from selfsup.fileio import atomic_dir
+               summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None, *,
+               resume: bool = False, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run `train_seed(s, folder)` for s = seed, seed+1, ... (one `seed-S/` sub-folder each when there are
+    several) and write `metrics.json`: the single run's metrics, or the mean and standard deviation of every
+    eval metric with the per-seed runs. `shared` names extra keys that are the same for every seed and are
+    copied from the first run; `summarize(runs)` adds a method's own aggregates.
+
+    The run is written into `partial_folder(out)` (locked: one run owns it) and renamed to `out` when every seed
+    is done. A killed run leaves the partial folder: `resume` continues it — finished seeds are read back, the
+    fits of the interrupted seed restart from their last epoch's checkpoint — and refuses a different `request`
+    or `config`. A failed run (an error, not a kill) leaves nothing. In a multi-process launch only global rank 0
+    writes; the other ranks work in a throw-away folder and read the shared checkpoints."""
+    import shutil
+    import sys
+
+    from selfsup.fileio import atomic_write_json, try_lock
 
     out = Path(out)
+    partial = partial_folder(out)
+    wanted = {"request": request or {}, "config": config, "seed": seed, "seeds": seeds}
     if global_rank() != 0:
         with tempfile.TemporaryDirectory(prefix="selfsup-rank-") as tmp:
-            return _seeds(Path(tmp), seed, seeds, train_seed, config, shared, summarize)
-    if out.is_dir():
-        out.rmdir()  # empty (checked by the caller): the finished run is renamed into its place
-    with atomic_dir(out) as tmp:
-        return _seeds(tmp, seed, seeds, train_seed, config, shared, summarize)
+            return _seeds(Path(tmp), seed, seeds, train_seed, config, shared, summarize, resume, partial)
+    lock = try_lock(out.parent / f".{out.name}.lock")
+    if lock is None:
+        raise SelfsupError(f"{out}: another selfsup run is writing it (lock {out.parent / f'.{out.name}.lock'})")
+    try:
+        if resume:
+            if not (partial / "request.json").is_file():
+                raise SelfsupError(f"--resume: {out} has no interrupted run to continue (no {partial.name}/ beside "
+                                   "it); start it without --resume")
+            saved = json.loads((partial / "request.json").read_text())
+            for key in wanted:
+                if saved.get(key) != wanted[key]:
+                    raise SelfsupError(f"--resume: the interrupted run of {out} used other {key} "
+                                       f"({_difference(saved.get(key), wanted[key])}); resume with the same "
+                                       "command, or start a new --out")
+        elif partial.exists():
+            print(f"selfsup: discarding an interrupted run in {partial} (pass --resume to continue it)",
+                  file=sys.stderr)
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(partial / "request.json", wanted)
+        try:
+            result = _seeds(partial, seed, seeds, train_seed, config, shared, summarize, resume, partial)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # an interrupted run stays resumable (Lightning turns Ctrl-C into SystemExit)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        (partial / "request.json").unlink()
+        if out.is_dir():
+            out.rmdir()  # empty (checked by the caller): the finished run is renamed into its place
+        os.replace(partial, out)
+        return result
+    finally:
+        lock.close()
+        (out.parent / f".{out.name}.lock").unlink(missing_ok=True)
+
+
+def _difference(saved: Any, wanted: Any) -> str:
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        return ", ".join(f"{k}: {saved.get(k)!r} then, {wanted.get(k)!r} now" for k in keys[:3])
+    return f"{saved!r} then, {wanted!r} now"
 
 
 def _seeds(tmp: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], dict[str, Any]],
            config: dict[str, Any], shared: Sequence[str],
-           summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None) -> dict[str, Any]:
+           summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None, resume: bool,
+           partial: Path) -> dict[str, Any]:
+    import shutil
+
     import numpy as np
 
+    from selfsup.adapt.core.fit import CHECKPOINTS, Checkpoints
     from selfsup.fileio import atomic_write_json
 
     runs = []
     for s in range(seed, seed + seeds):
         folder = tmp if seeds == 1 else tmp / f"seed-{s}"
+        shared_folder = partial if seeds == 1 else partial / f"seed-{s}"  # where rank 0 keeps the checkpoints
         folder.mkdir(parents=True, exist_ok=True)
-        runs.append(train_seed(s, folder))
+        if resume and (folder / "metrics.json").is_file() and not (folder / "checkpoints").exists():
+            runs.append(json.loads((folder / "metrics.json").read_text()))  # a seed the killed run finished
+            continue
+        token = CHECKPOINTS.set(Checkpoints(shared_folder, resume))
+        try:
+            runs.append(train_seed(s, folder))
+        finally:
+            CHECKPOINTS.reset(token)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # the seed is done: its checkpoints go
     if seeds == 1:
         result = dict(runs[0])
     else:
@@ -135,10 +205,21 @@ def _seeds(tmp: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], d
     return result
 
 
+def metrics_path(out: str | Path) -> Path:
+    """`selfsup evaluate --out`: a .json path, or a folder that gets metrics.json."""
+    path = Path(out)
+    return path if path.suffix == ".json" else path / "metrics.json"
+
+
+def check_metrics_out(out: str | Path | None) -> None:
+    """Refuse, before any work, an `--out` whose metrics file exists (a user's file is never overwritten)."""
+    if out is not None and metrics_path(out).exists():
+        raise SelfsupError(f"{metrics_path(out)}: already exists; choose another --out")
+
+
 def write_metrics(out: str | Path | None, metrics: dict[str, Any]) -> None:
-    """`selfsup evaluate --out`: a .json path, or a folder that gets metrics.json (atomically); None: nothing."""
+    """Write `metrics` to `metrics_path(out)` atomically; None: nothing."""
     from selfsup.fileio import atomic_write_json
 
     if out is not None:
-        path = Path(out)
-        atomic_write_json(path if path.suffix == ".json" else path / "metrics.json", metrics)
+        atomic_write_json(metrics_path(out), metrics)
