@@ -138,3 +138,17 @@ def test_a_two_process_finetune_equals_one_process(tmp_path, persuasion):
                                                                        abs=2e-4)
     assert two["eval"]["loss"] == pytest.approx(one["eval"]["loss"], abs=2e-4)
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["config"]["devices"] == 2
+
+
+def test_a_missing_optional_package_is_a_pip_install_line(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from selfsup.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    code = main(["finetune", "--model", str(tmp_path), "--task", "sequence-classification", "--train", "x.jsonl",
+                 "--eval", "x.jsonl", "--out", str(tmp_path / "run"), "--method", "lora"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "pip install 'selfsup[peft]'" in err
+    assert not (tmp_path / "run").exists()

@@ -72,9 +72,14 @@ def try_lock(path: Path):
     the process ends; None when another process holds it."""
     import fcntl
 
+    from selfsup.errors import SelfsupError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    except OSError as e:
+        raise SelfsupError(f"{path.parent}: cannot write there ({e.strerror})") from None
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

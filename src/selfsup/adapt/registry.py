@@ -49,6 +49,16 @@ def get_method(name: str, key: str = "--method"):
     return METHODS[name]()
 
 
+def check_requirements(method) -> None:
+    """A one-line "pip install" message when a method's optional package is missing (never an ImportError)."""
+    import importlib.util
+
+    for package in getattr(method, "requires", ()):
+        if importlib.util.find_spec(package) is None:
+            raise SelfsupError(f"--method {method.name} needs the {package} package: "
+                               f"pip install 'selfsup[{package}]' (or pip install {package})")
+
+
 def option_owners() -> dict[str, str]:
     """{option key: the method that owns it}, for an error that says where a misplaced key belongs."""
     owners: dict[str, str] = {}

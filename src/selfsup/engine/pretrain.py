@@ -23,6 +23,28 @@ from selfsup.recipes import Recipe, load_recipe
 CHECKPOINT = "checkpoints/last.ckpt"
 
 
+def _interrupted_start(out: Path) -> bool:
+    """A run killed before its first checkpoint: its config (and logs), no checkpoint, no exported model."""
+    return out.is_dir() and (out / "config.yaml").is_file() and not (out / CHECKPOINT).is_file() \
+        and {p.name for p in out.iterdir()} <= {"config.yaml", "logs", "checkpoints"}
+
+
+def _clean_stale(out: Path, resume: bool) -> None:
+    """Temp files of a write that a kill interrupted go; a run killed before its first checkpoint restarts."""
+    import shutil
+    import sys
+
+    for tmp in list((out / "checkpoints").glob(".*")) if (out / "checkpoints").is_dir() else []:
+        (shutil.rmtree if tmp.is_dir() else Path.unlink)(tmp)
+    if _interrupted_start(out):
+        print(f"selfsup: {out} holds a run killed before its first checkpoint; starting it again",
+              file=sys.stderr)
+        for name in ("logs", "checkpoints"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        if not resume:
+            (out / "config.yaml").unlink()
+
+
 def _check_out(out: Path, resume: bool) -> None:
     if resume:
         if not (out / "config.yaml").is_file():
@@ -55,13 +77,32 @@ def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.P
         overrides.append(f"train.max_steps={int(max_steps)}")
     if seed is not None:
         overrides.append(f"train.seed={int(seed)}")
-    if not _launched_child():  # DDP children re-run our command after rank 0 has created `out`
+    lock = None
+    if not _launched_child():  # DDP children re-run our command after rank 0 has created and locked `out`
+        from selfsup.fileio import try_lock
+
+        lock = try_lock(out.parent / f".{out.name}.lock")
+        if lock is None:
+            raise SelfsupError(f"{out}: another selfsup run is writing it (lock {out.parent / f'.{out.name}.lock'})")
+        if out.is_dir():
+            _clean_stale(out, resume)
         _check_out(out, resume)
+    try:
+        return _run(recipe, sources, out, resume, overrides, callbacks, progress, quiet)
+    finally:
+        if lock is not None:
+            lock.close()
+            (out.parent / f".{out.name}.lock").unlink(missing_ok=True)
+
+
+def _run(recipe, sources: list[str], out: Path, resume: bool, overrides: list[str], callbacks: list | None,
+         progress: bool, quiet: bool) -> dict[str, Any]:
+    restart = resume and (out / "config.yaml").is_file() and not (out / CHECKPOINT).is_file()
     r = _resolve(recipe, out, resume, overrides)
     if r.train.warmup_steps > r.train.max_steps:  # a --max-steps below the recipe's warm-up: shorten it
         r.train.warmup_steps = r.train.max_steps // 10
-    if resume and not (out / CHECKPOINT).is_file():
-        raise SelfsupError(f"{out / CHECKPOINT}: no checkpoint to resume from")
+    if restart:  # --resume of a run killed before its first checkpoint: it starts from step 0
+        resume = False
 
     from selfsup.registry import get_objective
 

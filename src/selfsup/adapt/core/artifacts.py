@@ -13,12 +13,13 @@ LOADED_AS = {"distill": "full"}
 def load_finetuned(model_dir: str | Path, with_method: bool = False):
     """(model in eval mode, tokenizer, task info) of a folder written by `selfsup finetune` (and its method
     object as a fourth item with `with_method`). A prompt model's "tokenizer" renders its prompts."""
-    from selfsup.adapt.registry import get_method
+    from selfsup.adapt.registry import check_requirements, get_method
 
     quiet_transformers()
     folder = finetuned_folder(model_dir)
     info = read_task_info(folder)
     name = info.get("method") or "full"
     method = get_method(LOADED_AS.get(name, name), key=f"{folder / 'task.json'}: method")
+    check_requirements(method)
     model, tok = method.load(folder, info, load_tokenizer(folder))
     return (model, tok, info, method) if with_method else (model, tok, info)

@@ -71,10 +71,11 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     continues a killed run of the same command (`runs.over_seeds`)."""
     from selfsup.adapt.core import images
     from selfsup.adapt.core.tasks import source_name, subsample
-    from selfsup.adapt.registry import get_method, option_owners
+    from selfsup.adapt.registry import check_requirements, get_method, option_owners
 
     out = Path(out)
     adapter = get_method(method)
+    check_requirements(adapter)
     if images.is_image_encoder(model) and task != images.IMAGE_TASK:
         raise SelfsupError(f"{model}: an image encoder; fine-tune it with --task {images.IMAGE_TASK}, not {task!r}")
     spec = task_kind(task)

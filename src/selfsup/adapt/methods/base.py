@@ -37,6 +37,7 @@ class AdaptMethod:
     needs_pretrained: ClassVar[bool] = False  # the artifact loads onto the checkpoint it was made on
     whole_model: ClassVar[bool] = True  # saves a whole HF task model (distill and prune can take it)
     shared_keys: ClassVar[tuple[str, ...]] = ("trainable_percent", "artifact_bytes")  # same for every seed
+    requires: ClassVar[tuple[str, ...]] = ()  # optional packages (their pip extra is named the same)
 
     # ------------------------------------------------------------------------------- hooks to override
     def check(self, family: str, kind: str, opts: Any) -> None:

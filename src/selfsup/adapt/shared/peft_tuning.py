@@ -118,6 +118,7 @@ class PeftArtifact:
     backbone, and gives the text fewer positions by the virtual tokens (prefix, soft prompt)."""
     needs_pretrained = True
     whole_model = False
+    requires = ("peft",)
 
     def save(self, model, folder: Path) -> int:
         return save_artifact(model, folder)
