@@ -96,3 +96,14 @@ def test_bad_input_exit_status_in_a_real_process(tmp_path):
     r = run_cli("evaluate", "--model", str(tmp_path / "nomodel"), "--probe", "knn", "--train", "sklearn:digits",
                 "--eval", "sklearn:digits")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nomodel" in r.stderr
+
+
+def test_float_pixels_on_another_scale_are_flagged(tmp_path, capsys):
+    x = np.random.default_rng(0).integers(0, 17, (6, 8, 8)).astype(np.float32)  # scikit-learn's raw digits scale
+    np.savez(tmp_path / "raw.npz", x=x, y=np.arange(6) % 2)
+    s = load_images([str(tmp_path / "raw.npz")], ImageDataConfig(image_size=8))
+    err = capsys.readouterr().err
+    assert "float pixels reach only 16" in err and "raw.npz" in err and s.images.max() == 16
+    np.savez(tmp_path / "fine.npz", x=x * 15, y=np.arange(6) % 2)  # 0..240 floats: the 0..255 convention
+    load_images([str(tmp_path / "fine.npz")], ImageDataConfig(image_size=8))
+    assert "warning" not in capsys.readouterr().err

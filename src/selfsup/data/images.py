@@ -108,13 +108,19 @@ def _array_to_uint8(x: np.ndarray, where: str) -> np.ndarray:
         return x.astype(np.uint8) * 255
     if not np.issubdtype(x.dtype, np.number):
         raise SelfsupError(f"{where}: images must be numbers, got dtype {x.dtype}")
+    floats = np.issubdtype(x.dtype, np.floating)
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
         raise SelfsupError(f"{where}: images contain NaN or infinite values")
     if x.min() < 0:
         raise SelfsupError(f"{where}: negative pixel values (expected 0..255, or 0..1 floats)")
-    if np.issubdtype(x.dtype, np.floating) and x.max() <= 1.0:
+    if x.max() <= 1.0:
         x = x * 255.0
+    elif floats and x.max() <= 64:  # e.g. scikit-learn's raw digits (0..16): read as 0..255 they are near black
+        import sys
+
+        print(f"selfsup: warning: {where}: float pixels reach only {x.max():g}; read as 0..255 (rescale them to "
+              "0..1 or 0..255 if that is not their scale)", file=sys.stderr)
     if x.max() > 255:
         raise SelfsupError(f"{where}: pixel values up to {x.max():g}; expected 0..255 (or 0..1 floats)")
     return np.rint(x).astype(np.uint8)
