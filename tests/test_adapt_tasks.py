@@ -163,3 +163,27 @@ def test_bad_inputs_are_one_line_errors_naming_file_and_line(tmp_path, capsys):
     assert "no such file" in ft(tmp_path / "nope.csv", good)
     assert "lr: must be > 0" in ft(good, good, "sequence-classification", "--set", "lr=-1")
     assert not (tmp_path / "out").exists()  # nothing written on a bad input
+
+
+def test_a_byte_order_mark_is_read_and_invalid_utf8_in_squad_names_its_line(tmp_path):
+    import pytest
+    import json as _json
+
+    from selfsup.adapt.core.kinds import columns_for as cols
+    from selfsup.errors import SelfsupError as Err
+
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "t.csv").write_bytes(bom + b"text,label\r\nAnne smiled.,a\r\nShe wrote.,b\r\n")
+    (tmp_path / "t.jsonl").write_bytes(bom + b'{"text": "Anne smiled.", "label": "a"}\n')
+    for name in ("t.csv", "t.jsonl"):
+        rows = read_task(str(tmp_path / name), "sequence-classification", cols("sequence-classification"))
+        assert rows[0].text == "Anne smiled." and rows[0].label == "a"
+    doc = {"data": [{"paragraphs": [{"context": "Anne walked to Bath.", "qas": [
+        {"id": "q1", "question": "Where?", "answers": [{"text": "Bath", "answer_start": 15}]}]}]}]}
+    (tmp_path / "s.json").write_bytes(bom + _json.dumps(doc).encode())
+    assert read_task(str(tmp_path / "s.json"), "extractive-qa", cols("extractive-qa"))[0].answers == [("Bath", 15)]
+    bad = _json.dumps(doc, indent=1).encode().replace(b"Where?", b"Where\xff?")
+    (tmp_path / "bad.json").write_bytes(bad)
+    line = bad[:bad.index(b"\xff")].count(b"\n") + 1
+    with pytest.raises(Err, match=rf"bad.json:{line}: invalid UTF-8"):
+        read_task(str(tmp_path / "bad.json"), "extractive-qa", cols("extractive-qa"))

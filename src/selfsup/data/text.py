@@ -55,9 +55,12 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
 
 
 def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) for each line; a NUL byte or invalid UTF-8 is an error naming the line."""
+    """(line number, text) for each line; a NUL byte or invalid UTF-8 is an error naming the line. A UTF-8 byte
+    order mark at the start (as spreadsheet programs write) is dropped."""
     with _open_bytes(path) as f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             if b"\x00" in raw:
                 raise SelfsupError(f"{path}:{lineno}: binary data (NUL byte); expected UTF-8 text")
             try:

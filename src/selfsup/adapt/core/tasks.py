@@ -277,7 +277,12 @@ def read_qa(source: str, columns: Columns, labeled: bool = True) -> list[QAExamp
     out: list[QAExample] = []
     if not is_in_memory(source) and not str(source).startswith("hf:") and inner_suffix(Path(source)) == ".json":
         path = _check_file(source)
-        raw = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
+        try:
+            raw = data.decode("utf-8-sig")  # a byte order mark is fine; invalid UTF-8 names its line
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise SelfsupError(f"{path}:{line}: invalid UTF-8") from None
         try:
             doc = json.loads(raw)
         except json.JSONDecodeError as e:
