@@ -102,7 +102,8 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
     file path or a folder that gets `metrics.json`)."""
     from selfsup.adapt.core import images
     from selfsup.adapt.core.runs import check_metrics_out
-    from selfsup.adapt.core.tasks import check_labels, read_task, source_name
+    from selfsup.adapt.core.tasks import check_labels, read_task
+    from selfsup.data.memory import source_name
 
     check_metrics_out(out)
     if images.is_classifier(model_dir):  # `finetune --task image-classification`: its own reader and head

@@ -70,7 +70,8 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     `unlabeled` (a file like `train`, labels ignored) is for methods that use unlabeled text (PET). `resume`
     continues a killed run of the same command (`runs.over_seeds`)."""
     from selfsup.adapt.core import images
-    from selfsup.adapt.core.tasks import source_name, subsample
+    from selfsup.adapt.core.tasks import subsample
+    from selfsup.data.memory import source_name
     from selfsup.adapt.registry import check_requirements, get_method, option_owners
 
     out = Path(out)

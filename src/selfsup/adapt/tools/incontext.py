@@ -142,7 +142,8 @@ def incontext(model: str | Path, task: str, train: str, eval: str, *, shots: int
     from selfsup.adapt.shared.prompt_inputs import PromptTokenizer
     from selfsup.adapt.shared.prompts import (PromptClassifier, build_spec, lm_kind_of, load_lm,
                                               reserved_positions)
-    from selfsup.adapt.core.tasks import TextExample, columns_for
+    from selfsup.adapt.core.kinds import columns_for
+    from selfsup.adapt.core.tasks import TextExample
     from selfsup.fileio import atomic_write_json
 
     if shots < 0:
