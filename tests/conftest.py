@@ -56,6 +56,15 @@ def tiny_bert(tmp_path_factory, persuasion) -> Path:
 
 
 @pytest.fixture(scope="session")
+def two_novels(tmp_path_factory) -> dict:
+    """Persuasion vs Northanger Abbey passages: 100 training and 30 evaluation passages per novel."""
+    from selfsup.data.austen import austen_novels_task
+
+    return austen_novels_task(tmp_path_factory.mktemp("two-novels"), train_per_class=100, eval_per_class=30,
+                              novels=["persuasion", "northangerabbey"])
+
+
+@pytest.fixture(scope="session")
 def tuned_bert(tmp_path_factory, tiny_bert) -> Path:
     """A backbone with features (a random tiny checkpoint has none that a frozen-backbone method can use): the
     encoder of a short full fine-tune of `tiny_bert` on another pair of novels (Persuasion or Emma?)."""

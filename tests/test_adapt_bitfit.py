@@ -10,28 +10,12 @@ from selfsup.adapt.core.evaluation import evaluate_finetuned, predict
 from selfsup.adapt.core.models import build_model, count_parameters, load_tokenizer
 from selfsup.adapt.core.run import finetune
 from selfsup.adapt.registry import get_method
-from selfsup.data.austen import austen_novels_task
 
 FAST = ["threads=1", "max_length=48", "batch_size=16"]
 
 
-@pytest.fixture(scope="module")
-def bert(tiny_bert):
-    return tiny_bert
-
-
-@pytest.fixture(scope="module")
-def tuned(tuned_bert):
-    return tuned_bert
-
-
-@pytest.fixture(scope="module")
-def novels(tmp_path_factory):
-    return austen_novels_task(tmp_path_factory.mktemp("novels"), train_per_class=100, eval_per_class=30,
-                              novels=["persuasion", "northangerabbey"])
-
-
-def test_only_biases_and_the_head_train(bert):
+def test_only_biases_and_the_head_train(tiny_bert):
+    bert = tiny_bert
     tok = load_tokenizer(bert)
     model, head = build_model(bert, "sequence-classification", ["a", "b"], tok)
     model, backbone = get_method("bitfit").prepare(model, head, "sequence-classification", None, bert)
@@ -44,11 +28,11 @@ def test_only_biases_and_the_head_train(bert):
     assert n_trainable < 0.1 * total
 
 
-def test_bitfit_learns_keeps_the_weights_and_reloads_in_plain_transformers(tuned, novels, tmp_path):
+def test_bitfit_learns_keeps_the_weights_and_reloads_in_plain_transformers(tuned_bert, two_novels, tmp_path):
     import transformers as tf
 
-    bert = tuned
-    m = finetune(bert, "sequence-classification", novels["train"], novels["eval"], tmp_path / "run", epochs=6,
+    bert = tuned_bert
+    m = finetune(bert, "sequence-classification", two_novels["train"], two_novels["eval"], tmp_path / "run", epochs=6,
                  method="bitfit", overrides=FAST + ["lr=1e-2"])
     assert m["method"] == "bitfit" and m["history"][-1]["train_loss"] < m["history"][0]["train_loss"] - 0.02
     assert m["trainable_percent"] < 10
@@ -61,14 +45,14 @@ def test_bitfit_learns_keeps_the_weights_and_reloads_in_plain_transformers(tuned
     changed = [n for n, p in saved.bert.named_parameters() if n.endswith(".bias") and n in base_weights
                and not torch.equal(p, base_weights[n])]
     assert changed
-    again = evaluate_finetuned(tmp_path / "run", novels["eval"])
+    again = evaluate_finetuned(tmp_path / "run", two_novels["eval"])
     assert again["eval"]["accuracy"] == m["eval"]["accuracy"]
-    preds = list(predict(tmp_path / "run", novels["eval"]))
+    preds = list(predict(tmp_path / "run", two_novels["eval"]))
     tok = load_tokenizer(tmp_path / "run" / "model")
     first = preds[:4]
     import json
 
-    rows = [json.loads(line) for line in open(novels["eval"])][:4]
+    rows = [json.loads(line) for line in open(two_novels["eval"])][:4]
     enc = tok([r["text"] for r in rows], truncation=True, max_length=48, padding=True, return_tensors="pt")
     with torch.no_grad():
         probs = torch.softmax(saved(**enc).logits, -1)

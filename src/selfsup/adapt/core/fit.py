@@ -128,14 +128,14 @@ def _as_list(items: list) -> list:
 class FitModule(L.LightningModule):
     """Wraps the model being adapted; the method supplies its loss, collation and evaluation."""
 
-    def __init__(self, model: torch.nn.Module, cfg, *, lr: float, total_steps: int, per_epoch: int, epochs: int,
+    def __init__(self, model: torch.nn.Module, cfg, *, lr: float, total_steps: int, epochs: int,
                  loss_fn: Callable, collate_fn: Callable, eval_fn: Callable, main_metric: str | None,
                  params: Sequence | None, train_mode: Callable | None, progress: bool, result_path: Path,
                  seed: int = 0, sampler: EpochBatches | None = None, checkpoint_path: Path | None = None,
                  restored: dict | None = None):
         super().__init__()
         self.model = model
-        self.cfg, self.lr, self.total_steps, self.per_epoch, self.epochs = cfg, lr, total_steps, per_epoch, epochs
+        self.cfg, self.lr, self.total_steps, self.epochs = cfg, lr, total_steps, epochs
         self.loss_fn, self.collate_fn, self.eval_fn = loss_fn, collate_fn, eval_fn
         self.main_metric, self.params, self.train_mode = main_metric, params, train_mode
         self.progress, self.result_path = progress, result_path
@@ -330,7 +330,7 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
         log_dir = checkpoints.folder
     with tempfile.TemporaryDirectory(prefix="selfsup-fit-") as tmp:
         result_path = Path(tmp) / "result.json"
-        module = FitModule(model, cfg, lr=lr, total_steps=total_steps, per_epoch=per_epoch, epochs=epochs,
+        module = FitModule(model, cfg, lr=lr, total_steps=total_steps, epochs=epochs,
                            loss_fn=loss_fn, collate_fn=collate_fn, eval_fn=eval_fn, main_metric=main_metric,
                            params=params, train_mode=train_mode, progress=progress, result_path=result_path,
                            seed=seed, sampler=sampler, checkpoint_path=path, restored=restored)

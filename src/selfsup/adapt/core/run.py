@@ -80,7 +80,7 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     if images.is_image_encoder(model) and task != images.IMAGE_TASK:
         raise SelfsupError(f"{model}: an image encoder; fine-tune it with --task {images.IMAGE_TASK}, not {task!r}")
     spec = task_kind(task)
-    if unlabeled is not None and not getattr(adapter, "uses_unlabeled", False):
+    if unlabeled is not None and not adapter.uses_unlabeled:
         raise SelfsupError(f"--unlabeled: only --method pet uses unlabeled examples (got --method {method})")
     if adapter.needs_pretrained and init != "pretrained":
         raise SelfsupError(f"--method {method}: needs --init pretrained (the artifact loads onto the checkpoint)")
@@ -112,7 +112,7 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     resolve_threads(cfg)
     run = Run(source, spec, data, cfg, opts, init, progress, train, unlabeled,
               modality_opts=modality_opts[0] if modality_opts else None)
-    run.extra = adapter.before_seeds(run) if hasattr(adapter, "before_seeds") else {}
+    run.extra = adapter.before_seeds(run)
 
     def train_seed(s: int, folder: Path) -> dict[str, Any]:
         subset = subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)

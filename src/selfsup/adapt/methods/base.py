@@ -38,6 +38,7 @@ class AdaptMethod:
     whole_model: ClassVar[bool] = True  # saves a whole HF task model (distill and prune can take it)
     shared_keys: ClassVar[tuple[str, ...]] = ("trainable_percent", "artifact_bytes")  # same for every seed
     requires: ClassVar[tuple[str, ...]] = ()  # optional packages (their pip extra is named the same)
+    uses_unlabeled: ClassVar[bool] = False  # takes `--unlabeled` examples (PET)
 
     # ------------------------------------------------------------------------------- hooks to override
     def check(self, family: str, kind: str, opts: Any) -> None:
@@ -63,6 +64,10 @@ class AdaptMethod:
     def reserved_positions(self, model) -> int:
         """Positions the method takes from the text (virtual tokens)."""
         return 0
+
+    def before_seeds(self, run: Run) -> dict[str, Any]:
+        """Checks and preparation shared by every seed, before anything is written (kept in `run.extra`)."""
+        return {}
 
     def summarize(self, runs: list[dict[str, Any]]) -> dict[str, Any]:
         """A method's own aggregates over seeds (added to the multi-seed metrics.json)."""

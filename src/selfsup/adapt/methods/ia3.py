@@ -3,7 +3,6 @@ Learning"): learned vectors rescale the keys, the values and the feed-forward ac
 (elementwise, initialized to one); through peft's `IA3Config`. Fewer trainable parameters than LoRA."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from selfsup.adapt.core.kinds import TEXT_KINDS
@@ -36,15 +35,10 @@ class IA3(PeftArtifact, AdaptMethod):
             raise SelfsupError(f"--method ia3: model type {family!r} is not supported "
                                f"(supported: {', '.join(sorted(IA3_TARGETS))})")
 
-    def prepare(self, model, head: set[str], kind: str, opts: Any, source: Path) -> tuple[Any, int | None]:
+    def peft_config(self, model, kind: str, opts: Any, common: dict[str, Any]):
         import peft
 
-        from selfsup.adapt.shared import peft_tuning as pt
-
         family = model.config.model_type
-        self.check(family, kind, opts)
         targets, feedforward = IA3_TARGETS[family]
-        config = peft.IA3Config(target_modules=targets, feedforward_modules=feedforward,
-                                fan_in_fan_out=family == "gpt2", **pt.common_config(model, kind, head, source))
-        backbone = pt.backbone_parameters(model, head)
-        return pt.wrap(model, config, self.name), backbone
+        return peft.IA3Config(target_modules=targets, feedforward_modules=feedforward,
+                              fan_in_fan_out=family == "gpt2", **common)

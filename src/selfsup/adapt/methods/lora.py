@@ -4,7 +4,6 @@ low-rank matrices and the task head) is saved; it loads onto the checkpoint it w
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from selfsup.adapt.core.kinds import TEXT_KINDS
@@ -43,15 +42,10 @@ class Lora(PeftArtifact, AdaptMethod):
             raise SelfsupError(f"--method lora: model type {family!r} is not supported "
                                f"(supported: {', '.join(sorted(LORA_TARGETS))}; or --set lora_targets=[...])")
 
-    def prepare(self, model, head: set[str], kind: str, opts: Any, source: Path) -> tuple[Any, int | None]:
+    def peft_config(self, model, kind: str, opts: Any, common: dict[str, Any]):
         import peft
 
-        from selfsup.adapt.shared import peft_tuning as pt
-
         family = model.config.model_type
-        self.check(family, kind, opts)
-        config = peft.LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
-                                 target_modules=list(opts.lora_targets or LORA_TARGETS[family]),
-                                 fan_in_fan_out=family == "gpt2", **pt.common_config(model, kind, head, source))
-        backbone = pt.backbone_parameters(model, head)
-        return pt.wrap(model, config, self.name), backbone
+        return peft.LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
+                               target_modules=list(opts.lora_targets or LORA_TARGETS[family]),
+                               fan_in_fan_out=family == "gpt2", **common)

@@ -4,7 +4,6 @@ RoFormer, ELECTRA, GPT-2, Llama (ALBERT and BART have no key/value cache to hold
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from selfsup.adapt.core.kinds import TEXT_KINDS
@@ -26,20 +25,14 @@ class Prefix(PeftArtifact, AdaptMethod):
     kinds = TEXT_KINDS
     default_lr = 1e-2
     Options = PrefixOptions
+    passes_cache = True
 
     def check(self, family: str, kind: str, opts: Any) -> None:
         if family not in PREFIX_FAMILIES:
             raise SelfsupError(f"--method prefix: model type {family!r} is not supported (no key/value cache "
                                f"for the prefix; supported: {', '.join(PREFIX_FAMILIES)}); try --method lora")
 
-    def prepare(self, model, head: set[str], kind: str, opts: Any, source: Path) -> tuple[Any, int | None]:
+    def peft_config(self, model, kind: str, opts: Any, common: dict[str, Any]):
         import peft
 
-        from selfsup.adapt.shared import peft_tuning as pt
-
-        self.check(model.config.model_type, kind, opts)
-        backbone = pt.backbone_parameters(model, head)
-        pt.accept_past_key_values(model)
-        config = peft.PrefixTuningConfig(num_virtual_tokens=opts.num_virtual_tokens,
-                                         **pt.common_config(model, kind, head, source))
-        return pt.wrap(model, config, self.name), backbone
+        return peft.PrefixTuningConfig(num_virtual_tokens=opts.num_virtual_tokens, **common)

@@ -4,7 +4,6 @@ Sequence-level kinds only (on token classification and QA the outputs would incl
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from selfsup.adapt.methods.base import AdaptMethod
@@ -34,15 +33,9 @@ class SoftPrompt(PeftArtifact, AdaptMethod):
             raise SelfsupError(f"--method soft-prompt: supports {', '.join(SEQUENCE_KINDS)} only, not {kind} "
                                f"(the outputs would include the virtual tokens); try --method lora")
 
-    def prepare(self, model, head: set[str], kind: str, opts: Any, source: Path) -> tuple[Any, int | None]:
+    def peft_config(self, model, kind: str, opts: Any, common: dict[str, Any]):
         import peft
 
-        from selfsup.adapt.shared import peft_tuning as pt
-
-        self.check(model.config.model_type, kind, opts)
-        backbone = pt.backbone_parameters(model, head)
         init = getattr(peft.PromptTuningInit, "SAMPLE_VOCAB", peft.PromptTuningInit.RANDOM)
-        config = peft.PromptTuningConfig(num_virtual_tokens=opts.num_virtual_tokens, prompt_tuning_init=init,
-                                         token_dim=model.get_input_embeddings().weight.shape[1],
-                                         **pt.common_config(model, kind, head, source))
-        return pt.wrap(model, config, self.name), backbone
+        return peft.PromptTuningConfig(num_virtual_tokens=opts.num_virtual_tokens, prompt_tuning_init=init,
+                                       token_dim=model.get_input_embeddings().weight.shape[1], **common)

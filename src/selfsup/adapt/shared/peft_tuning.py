@@ -114,11 +114,24 @@ def load_artifact(folder: Path, info: dict, tok):
 
 
 class PeftArtifact:
-    """Mix into an adaptation method whose artifact is peft's: saves only the artifact, loads it onto its
-    backbone, and gives the text fewer positions by the virtual tokens (prefix, soft prompt)."""
+    """Mix into an adaptation method whose artifact is peft's: wraps the task model with the method's
+    `peft_config(model, kind, opts, common)` (`common`: task type, base path, head modules), saves only the
+    artifact, loads it onto its backbone, and gives the text fewer positions by the virtual tokens."""
     needs_pretrained = True
     whole_model = False
     requires = ("peft",)
+    passes_cache = False  # prefix tuning: peft hands the prefix to the model as `past_key_values`
+
+    def peft_config(self, model, kind: str, opts: Any, common: dict[str, Any]):
+        raise NotImplementedError
+
+    def prepare(self, model, head: set[str], kind: str, opts: Any, source: Path) -> tuple[Any, int | None]:
+        self.check(model.config.model_type, kind, opts)
+        backbone = backbone_parameters(model, head)
+        if self.passes_cache:
+            accept_past_key_values(model)
+        config = self.peft_config(model, kind, opts, common_config(model, kind, head, source))
+        return wrap(model, config, self.name), backbone
 
     def save(self, model, folder: Path) -> int:
         return save_artifact(model, folder)
