@@ -56,3 +56,19 @@ def effective_rank(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 
 def diagnose(z: torch.Tensor) -> Diagnosis:
     return Diagnosis(float(feature_std(z)), float(effective_rank(z)), int(z.shape[1]))
+
+
+def codebook_health(codes: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
+    """How a quantizer uses its codebook, the same numbers for every quantizer (wav2vec 2.0, vq-wav2vec,
+    HuBERT's k-means, BEST-RQ, VQ-VAE): `codebook_perplexity` = exp(entropy of the code histogram) (= the
+    codebook size when codes are used uniformly, 1 when one code takes everything), `used_codes`,
+    `dead_codes` (never chosen in this batch) and `code_usage` (used / size). `codes` is (N,) or (N, groups)
+    of code ids; with groups, each group is a codebook of `codebook_size` codes and the numbers are their mean."""
+    codes = codes.reshape(codes.shape[0], -1) if codes.ndim > 1 else codes.reshape(-1, 1)
+    counts = torch.stack([torch.bincount(codes[:, g].long(), minlength=codebook_size)[:codebook_size]
+                          for g in range(codes.shape[1])]).float()
+    p = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(1)
+    used = (counts > 0).float().sum(1)
+    return {"codebook_perplexity": entropy.exp().mean(), "used_codes": used.mean(),
+            "dead_codes": (codebook_size - used).mean(), "code_usage": (used / codebook_size).mean()}

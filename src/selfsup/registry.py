@@ -19,6 +19,9 @@ _OBJECTIVE_MODULES = {
     **{name: f"selfsup.objectives.{name}" for name in (
         "rotation", "context", "simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "deepcluster",
         "igpt")},
+    **{name: f"selfsup.objectives.{name}" for name in (  # speech
+        "mockingjay", "tera", "apc", "temporal_gap", "cpc", "wav2vec2", "vq_wav2vec", "hubert", "data2vec",
+        "best_rq", "delores", "speech_simclr")},
 }
 _BACKBONE_MODULES = {
     "bert": "selfsup.backbones.text",
@@ -30,6 +33,7 @@ _BACKBONE_MODULES = {
     "resnet": "selfsup.backbones.vision",
     "vit": "selfsup.backbones.vision",
     "igpt": "selfsup.backbones.igpt",
+    **{name: "selfsup.backbones.speech" for name in ("wav2vec2", "hubert", "data2vec-audio", "conformer", "gru")},
 }
 OBJECTIVES: dict[str, type] = {}
 BACKBONES: dict[str, type] = {}
