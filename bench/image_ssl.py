@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bare_loop import bare_loop_per_s
 
 METHODS = ["simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "rotation", "context", "deepcluster",
            "igpt"]
@@ -36,42 +37,6 @@ def own_backbone(method: str) -> bool:
 
 def method_overrides(method: str, common: list[str]) -> list[str]:
     return common + ([] if own_backbone(method) else RESNET) + PER_METHOD.get(method, [])
-
-
-def bare_loop_images_per_s(method: str, overrides: list[str], data: Path, steps: int) -> float:
-    """The same objective trained by a hand-written loop: make_batch -> forward -> backward -> AdamW step."""
-    from selfsup.engine.module import lr_lambda, param_groups
-    from selfsup.engine.stream import example_rng
-    from selfsup.recipes import load_recipe
-    from selfsup.registry import get_objective
-
-    r = load_recipe(method, overrides)
-    cls = get_objective(method)
-    prepared = cls.prepare(r, [str(data)])
-    torch.manual_seed(r.train.seed)
-    model = cls(r, prepared).train()
-    c = r.train
-    opt = torch.optim.AdamW(param_groups(model, c.weight_decay), lr=c.lr, betas=tuple(c.betas), eps=c.eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c.schedule, c.warmup_steps, c.max_steps))
-    n, b = len(prepared.train), c.batch_size
-    perm = np.random.default_rng(0).permutation(n)
-    warm, started, images = 3, 0.0, 0
-    for step in range(steps):
-        if step == warm:
-            started, images = time.perf_counter(), 0
-        pos = [(step * b + i) for i in range(b)]
-        batch = model.make_batch([prepared.train[int(perm[p % n])] for p in pos],
-                                 [example_rng(c.seed, 0, p) for p in pos])
-        torch.manual_seed(step)
-        out = model(batch)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        opt.step()
-        sched.step()
-        model.on_step_end(step + 1, c.max_steps)
-        images += b
-    return images / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -119,7 +84,7 @@ def main() -> None:
         started = time.perf_counter()
         m = pretrain(method, [str(train)], run, max_steps=args.steps, progress=False, overrides=overrides)
         row = {p: evaluate(run, p, [str(train)], [str(held)])["eval"]["accuracy"] for p in ("linear", "knn")}
-        bare = bare_loop_images_per_s(method, overrides + [f"train.max_steps={args.steps}"], train, args.bare_steps)
+        bare = bare_loop_per_s(method, overrides + [f"train.max_steps={args.steps}"], [train], args.bare_steps)
         row.update({"train_loss_first": m["train_loss_first"], "train_loss": m["train_loss"],
                     "wall_seconds": round(time.perf_counter() - started, 1),
                     "epoch_s_selfsup": n_train / m["throughput_per_s"], "epoch_s_bare": n_train / bare})

@@ -12,7 +12,8 @@ from typing import Callable
 from selfsup.errors import SelfsupError
 
 # modules that add more verbs: each has `add_parser(subparsers)` and keeps heavy imports inside its functions
-VERB_MODULES: tuple[str, ...] = ("selfsup.evaluation.cli", "selfsup.adapt.cli")
+VERB_MODULES: tuple[str, ...] = ("selfsup.evaluation.cli", "selfsup.adapt.cli", "selfsup.adapt.speech_cli",
+                                  "selfsup.data.cli")
 
 
 def _pretrain(args: argparse.Namespace) -> int:

@@ -191,3 +191,29 @@ def load_speech_encoder(folder: str | Path) -> tuple[SpeechEncoder, dict[str, An
         raise SelfsupError(f"{folder}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0][:160]})") \
             from None
     return SpeechEncoder(model), front
+
+
+@torch.no_grad()
+def encode_clips(encoder: SpeechEncoder, clips: list, layer: int | None = None, batch_size: int = 16,
+                 device: str | torch.device = "cpu") -> list:
+    """Frozen hidden states of normalized clips (each (S,) or (T, F) numpy), batched by similar length:
+    per clip a list of every layer's (T_out, D) float32 arrays, or one layer's array when `layer` is given."""
+    import numpy as np
+
+    encoder = encoder.to(device).eval()
+    order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
+    out: list = [None] * len(clips)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        longest = max(len(clips[i]) for i in chunk)
+        batch = np.zeros((len(chunk), longest, *np.shape(clips[chunk[0]])[1:]), np.float32)
+        for row, i in enumerate(chunk):
+            batch[row, :len(clips[i])] = clips[i]
+        lengths = torch.tensor([len(clips[i]) for i in chunk])
+        mask = torch.arange(longest)[None] < lengths[:, None]
+        states = encoder.layers(torch.from_numpy(batch).to(device), mask.to(device))
+        frames = encoder.output_lengths(lengths).tolist()
+        for row, i in enumerate(chunk):
+            per_layer = [h[row, :frames[row]].float().cpu().numpy() for h in states]
+            out[i] = per_layer if layer is None else per_layer[layer]
+    return out

@@ -27,7 +27,7 @@ from selfsup.config import bounded
 from selfsup.data.audio_features import FrameSpec, log_mel, mfcc, normalize_utterance, resample, to_mono
 from selfsup.data.corpus import cache_root
 from selfsup.errors import SelfsupError
-from selfsup.fileio import atomic_dir
+from selfsup.fileio import atomic_dir, atomic_write_text
 
 FORMAT_VERSION = 1
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga"}
@@ -339,3 +339,23 @@ def crop_or_pad(x: np.ndarray, length: int, rng: np.random.Generator | None) -> 
         return x[start:start + length], length
     pad = [(0, length - n)] + [(0, 0)] * (x.ndim - 1)
     return np.pad(x, pad), n
+
+
+def split_manifest(manifest: Path, train_out: Path, eval_out: Path, column: str,
+                   held_out: Sequence[str]) -> tuple[Path, Path]:
+    """Write two CSV manifests (absolute paths) from one: rows whose `column` is in `held_out` go to eval, the
+    rest to train — e.g. unseen voices (column speaker) or an unseen speed (column speed)."""
+    rows = [row for _, row in _manifest_rows(Path(manifest))]
+    if not rows or column not in rows[0]:
+        raise SelfsupError(f"{manifest}: no column {column!r} to split on")
+    held = set(held_out)
+    for out, keep in ((train_out, lambda r: r[column] not in held), (eval_out, lambda r: r[column] in held)):
+        chosen = [{**r, "path": str((Path(manifest).parent / r["path"]).resolve())} for r in rows if keep(r)]
+        if not chosen:
+            raise SelfsupError(f"{manifest}: splitting on {column}={sorted(held)} leaves {out.name} empty")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+        atomic_write_text(Path(out), buf.getvalue())
+    return Path(train_out), Path(eval_out)

@@ -1,0 +1,121 @@
+"""Speech SSL benchmark: every speech method, same backbone size (hidden 96, 3 layers) and step budget, on the
+shipped synthesized command words, with voices and speeds held out:
+
+* keyword spotting on unseen voices (train: 6 voices, eval: the other 2; label = word),
+* speaker identification on an unseen speed (train: slow + normal, eval: fast; label = speaker),
+* a frame task on the shipped sentences (which word, or silence, each frame belongs to; eval on unseen voices),
+
+each a SUPERB-style probe (frozen upstream, learned softmax-weighted layer sum, light head) against pooled
+log-mel + logistic regression and against the random-init upstream of the same architecture; time per epoch of
+`selfsup pretrain` against a bare PyTorch loop of the same method (bench/bare_loop.py); codebook health of
+the quantizers from their pretraining metrics. Pretraining sees only the keyword-spotting train voices.
+
+    SELFSUP_CACHE=/tmp/selfsup-cache python bench/speech_ssl.py --steps 300 --threads 2
+
+Writes bench/results/speech_ssl/results.json and prints the markdown table of docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from bare_loop import bare_loop_per_s
+
+METHODS = ["mockingjay", "tera", "apc", "temporal_gap", "cpc", "wav2vec2", "vq_wav2vec", "hubert", "data2vec",
+           "best_rq", "delores", "speech_simclr"]
+HELD_OUT_VOICES = 2
+QUANTIZER_KEYS = ("codebook_perplexity", "used_codes", "dead_codes")
+
+
+def make_splits(out: Path) -> dict[str, dict[str, str]]:
+    from selfsup.data.audio import split_manifest
+    from selfsup.data.speech_synth import embedded_speech
+
+    words = embedded_speech("speech-words") / "manifest.csv"
+    sentences = embedded_speech("speech-sentences") / "manifest.csv"
+    with words.open(newline="") as f:
+        held = sorted({r["speaker"] for r in csv.DictReader(f)})[-HELD_OUT_VOICES:]
+    kws = split_manifest(words, out / "kws-train.csv", out / "kws-eval.csv", "speaker", held)
+    spk = split_manifest(words, out / "spk-train.csv", out / "spk-eval.csv", "speed", ["fast"])
+    frame = split_manifest(sentences, out / "frame-train.csv", out / "frame-eval.csv", "speaker", held)
+    return {"kws": {"train": str(kws[0]), "eval": str(kws[1]), "label": "word", "task": "utterance"},
+            "speaker": {"train": str(spk[0]), "eval": str(spk[1]), "label": "speaker", "task": "utterance"},
+            "frame": {"train": str(frame[0]), "eval": str(frame[1]), "label": "alignment", "task": "frame"}}
+
+
+def probe_all(upstream, splits: dict, seed: int, epochs: int) -> dict[str, float]:
+    from selfsup.evaluation.superb import superb_probe
+
+    out = {}
+    for name, sp in splits.items():
+        m = superb_probe(upstream, [sp["train"]], [sp["eval"]], sp["label"], task=sp["task"], seed=seed,
+                         epochs=epochs)
+        out[name] = m["eval"]["accuracy"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--bare-steps", type=int, default=20)
+    ap.add_argument("--probe-epochs", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--out", default="bench/results/speech_ssl")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from selfsup import pretrain
+    from selfsup.evaluation.superb import logmel_baseline, random_like
+
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    splits = make_splits(out)
+    common = [f"train.threads={args.threads}", "train.eval_every=100000", "train.checkpoint_every=100000",
+              "train.log_every=5", "model.hidden_size=96", "model.num_layers=3"]
+    results: dict[str, dict] = {"log-mel + logistic regression": {
+        name: logmel_baseline([sp["train"]], [sp["eval"]], sp["label"], task=sp["task"]) for name, sp in splits.items()}}
+    print(json.dumps(results), flush=True)
+    for method in args.methods.split(","):
+        run = out / method
+        started = time.perf_counter()
+        m = pretrain(method, [splits["kws"]["train"]], run, max_steps=args.steps, progress=False, overrides=common)
+        wall = time.perf_counter() - started
+        row: dict = probe_all(run, splits, 0, args.probe_epochs)
+        row["random init"] = probe_all(random_like(run), splits, 0, args.probe_epochs)
+        bare = bare_loop_per_s(method, common + [f"train.max_steps={args.steps}"], [splits["kws"]["train"]],
+                               args.bare_steps)
+        audio_s = json.loads(json.dumps(m))["throughput_per_s"]
+        row.update({"train_loss_first": m["train_loss_first"], "train_loss": m["train_loss"],
+                    "pretrain_seconds": round(wall, 1), "audio_s_per_s_selfsup": audio_s,
+                    "audio_s_per_s_bare": round(bare, 1), "overhead_ratio": round(bare / audio_s, 3),
+                    **{k: m[f"train_{k}"] for k in QUANTIZER_KEYS if f"train_{k}" in m}})
+        results[method] = row
+        print(method, json.dumps(row), flush=True)
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "splits": splits, "results": results},
+                                                 indent=2) + "\n")
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    print("\n| upstream | KWS unseen voices | speaker ID unseen speed | frame (unseen voices) | random init: KWS / "
+          "speaker / frame | loss first → last | selfsup / bare loop time | codebook perplexity (used/dead) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        rnd = r.get("random init")
+        rand = f"{rnd['kws']:.3f} / {rnd['speaker']:.3f} / {rnd['frame']:.3f}" if rnd else "–"
+        loss = f"{r['train_loss_first']:.3f} → {r['train_loss']:.3f}" if "train_loss" in r else "–"
+        timing = f"{r['overhead_ratio']:.2f}x" if "overhead_ratio" in r else "–"
+        cb = (f"{r['codebook_perplexity']:.1f} ({r['used_codes']:.0f}/{r['dead_codes']:.0f})"
+              if "codebook_perplexity" in r else "–")
+        print(f"| {name} | {r['kws']:.3f} | {r['speaker']:.3f} | {r['frame']:.3f} | {rand} | {loss} | {timing} | {cb} |")
+
+
+if __name__ == "__main__":
+    main()
