@@ -14,6 +14,8 @@ normalization statistics) that evaluation reads.
 """
 from __future__ import annotations
 
+import importlib
+
 import dataclasses
 import json
 from pathlib import Path
@@ -164,7 +166,7 @@ def load_speech_encoder(folder: str | Path) -> tuple[SpeechEncoder, dict[str, An
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
-    import selfsup.backbones.speech_gru  # noqa: F401  (registers the selfsup-gru type with AutoModel)
+    importlib.import_module("selfsup.backbones.speech_gru")  # registers the selfsup-gru type with AutoModel
 
     hf_logging.disable_progress_bar()
     folder = Path(folder)

@@ -108,9 +108,13 @@ class AudioFrontEnd:
     @classmethod
     def fit(cls, data: AudioSet, normalize: str) -> "AudioFrontEnd":
         mean = std = None
-        if normalize == "global":
-            v = np.asarray(data.values, dtype=np.float64).reshape(len(data.values), -1)
-            mean, std = v.mean(0).tolist(), np.maximum(v.std(0), 1e-5).tolist()
+        if normalize == "global":  # in chunks: a float64 copy of every value would not fit for a large set
+            total, sums, squares = 0, np.zeros(data.dims), np.zeros(data.dims)
+            for start in range(0, len(data.values), 1 << 20):
+                v = np.asarray(data.values[start:start + (1 << 20)], dtype=np.float64).reshape(-1, data.dims)
+                total, sums, squares = total + len(v), sums + v.sum(0), squares + (v * v).sum(0)
+            m = sums / max(total, 1)
+            mean, std = m.tolist(), np.maximum(np.sqrt(np.maximum(squares / max(total, 1) - m * m, 0)), 1e-5).tolist()
         return cls(data.kind, data.spec, normalize, mean, std)
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
@@ -164,7 +168,8 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise SelfsupError(f"{path}: cannot read manifest ({type(e).__name__}: {e})") from None
-    if path.suffix == ".jsonl":
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
@@ -175,7 +180,7 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     raise SelfsupError(f"{path} line {n}: expected a JSON object per line")
                 yield n, row
         return
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if path.suffix == ".tsv" else ",")
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
     for row in reader:
         yield reader.line_num, row
 
@@ -271,6 +276,8 @@ def decode(clip: _Clip, sample_rate: int) -> np.ndarray:
 
     if clip.path is not None and clip.path.suffix.lower() not in AUDIO_SUFFIXES and clip.data is None:
         raise SelfsupError(f"{clip.name}: unsupported audio format {clip.path.suffix or '(none)'} (WAV, FLAC, OGG)")
+    if clip.data is None and clip.path is not None and clip.path.stat().st_size == 0:
+        raise SelfsupError(f"{clip.name}: empty file (0 bytes)")
     try:
         source = io.BytesIO(clip.data) if clip.data is not None else str(clip.path)
         samples, rate = sf.read(source, dtype="float32", always_2d=False)

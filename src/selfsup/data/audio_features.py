@@ -95,17 +95,17 @@ def with_deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
     """Append first and second time derivatives (regression over +-width frames), as in HTK front ends."""
     def delta(x: np.ndarray) -> np.ndarray:
         padded = np.pad(x, ((width, width), (0, 0)), mode="edge")
-        n = np.arange(1, width + 1, dtype=np.float32)
-        num = sum(k * (padded[width + k:len(x) + width + k] - padded[width - k:len(x) + width - k]) for k in n)
-        return num / (2 * float((n ** 2).sum()))
+        steps = range(1, width + 1)  # integer offsets (they index the frames)
+        num = sum(k * (padded[width + k:len(x) + width + k] - padded[width - k:len(x) + width - k]) for k in steps)
+        return num / (2.0 * sum(k * k for k in steps))
 
     d1 = delta(features)
     return np.concatenate([features, d1, delta(d1)], axis=1).astype(np.float32)
 
 
-def normalize_utterance(features: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+def normalize_utterance(features: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     """Per-utterance mean and variance normalization over time (CMVN); a waveform is scaled to zero mean and
-    unit variance, as Wav2Vec2FeatureExtractor does."""
+    unit variance, as Wav2Vec2FeatureExtractor does (the same eps, 1e-7: a quiet clip still gets unit variance)."""
     x = np.asarray(features, dtype=np.float32)
     return (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)
 

@@ -1,12 +1,15 @@
 """One seam from a trained model to features, for every modality: a selfsup run folder or a Hugging Face folder
 -> an `Encoder` that gives a pooled vector per example and every layer's hidden states (s3prl's upstream
 contract). The probes (`selfsup evaluate --probe`), `selfsup embed`, image fine-tuning and the demo all load
-through `load_encoder`; a new modality (audio) adds its branch here.
+through `load_encoder`; each modality has its branch here.
 
 - text: `transformers.AutoModel` (the encoder half of an encoder-decoder) + its tokenizer; batches are
   tokenized dicts; pooled = mean over real tokens (or the first / last token);
 - image: the exported image encoder (`preprocessing.json`: ResNet / ViT through `load_vision_encoder`, image-GPT
-  through its own loader); batches are normalized (B, C, S, S) floats; pooled = the encoder's own pooling.
+  through its own loader); batches are normalized (B, C, S, S) floats; pooled = the encoder's own pooling;
+- speech: the exported speech encoder (`preprocessing.json` with `"modality": "speech"`, through
+  `backbones.speech.load_speech_encoder`); batches are {"inputs": (B, L) waveform or (B, L, F) normalized frames,
+  "attention_mask": (B, L)}; pooled = the mean over real output frames.
 """
 from __future__ import annotations
 
@@ -26,16 +29,19 @@ IMAGE_LOADERS = {"igpt": "selfsup.backbones.igpt:load_igpt_encoder"}
 
 @dataclasses.dataclass
 class Encoder:
-    modality: str  # "text" | "image"
-    model: Any  # text: an HF base model; image: a module (B, C, S, S) -> (B, D)
+    modality: str  # "text" | "image" | "speech"
+    model: Any  # text: an HF base model; image: a module (B, C, S, S) -> (B, D); speech: a SpeechEncoder
     folder: Path
     tokenizer: Any = None
     preprocessing: dict | None = None
 
     def hidden_states(self, batch: Any) -> list:
-        """Every layer's states: text [B, T, H] per layer (embeddings first); image per stage."""
+        """Every layer's states: text [B, T, H] per layer (embeddings first); image per stage; speech [B, T, D]
+        per layer (the input projection first)."""
         if self.modality == "image":
             return self.model.stages(batch)
+        if self.modality == "speech":
+            return self.model.layers(batch["inputs"], batch.get("attention_mask"))
         out = self.model(**batch, output_hidden_states=True)
         return list(out.hidden_states)
 
@@ -44,6 +50,13 @@ class Encoder:
         image the encoder's pooled output."""
         if self.modality == "image":
             return self.model(batch)
+        if self.modality == "speech":
+            import torch
+
+            states = self.hidden_states(batch)[layer]
+            mask = batch.get("attention_mask")
+            lengths = mask.sum(1) if mask is not None else torch.full((len(states),), batch["inputs"].shape[1])
+            return pool_tokens(states, self.model.frame_mask(lengths, states.shape[1]), "mean")
         states = self.hidden_states(batch)[layer]
         return pool_tokens(states, batch["attention_mask"], pooling)
 
@@ -61,13 +74,31 @@ def pool_tokens(states, attention_mask, pooling: str = "mean"):
     return (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
 
 
-def image_export_folder(model: str | Path) -> Path | None:
-    """The folder holding an image export's preprocessing.json (the run folder's `model/` or itself)."""
+def export_modality(folder: Path) -> str | None:
+    """The modality a preprocessing.json in `folder` describes ("image" unless it says otherwise), or None."""
+    try:
+        prep = json.loads((Path(folder) / PREPROCESSING).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(prep.get("modality", "image")) if isinstance(prep, dict) else None
+
+
+def _export_folder(model: str | Path, modality: str) -> Path | None:
     p = Path(model)
     for folder in (p / "model", p):
         if (folder / PREPROCESSING).is_file():
-            return folder
+            return folder if export_modality(folder) == modality else None
     return None
+
+
+def image_export_folder(model: str | Path) -> Path | None:
+    """The folder holding an image export's preprocessing.json (the run folder's `model/` or itself)."""
+    return _export_folder(model, "image")
+
+
+def speech_export_folder(model: str | Path) -> Path | None:
+    """The folder holding a speech export's preprocessing.json (`"modality": "speech"`), or None."""
+    return _export_folder(model, "speech")
 
 
 def load_image_encoder(model: str | Path) -> tuple[Any, dict]:
@@ -106,5 +137,11 @@ def load_encoder(model: str | Path) -> Encoder:
     if folder is not None:
         encoder, prep = load_image_encoder(folder)
         return Encoder("image", encoder.eval(), folder, preprocessing=prep)
+    folder = speech_export_folder(model)
+    if folder is not None:
+        from selfsup.backbones.speech import load_speech_encoder
+
+        speech, front = load_speech_encoder(folder)
+        return Encoder("speech", speech.eval(), folder, preprocessing=front)
     net, tok = load_text_encoder(model)
     return Encoder("text", net, Path(model), tokenizer=tok)

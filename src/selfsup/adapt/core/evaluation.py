@@ -100,7 +100,7 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
                        overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A fine-tuned model (from `selfsup finetune`) on a labeled file -> metrics (written to `out`, a JSON
     file path or a folder that gets `metrics.json`)."""
-    from selfsup.adapt.core import images
+    from selfsup.adapt.core import audio, images
     from selfsup.adapt.core.runs import check_metrics_out
     from selfsup.adapt.core.tasks import check_labels, read_task
     from selfsup.data.memory import source_name
@@ -108,6 +108,9 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
     check_metrics_out(out)
     if images.is_classifier(model_dir):  # `finetune --task image-classification`: its own reader and head
         return images.evaluate_image(model_dir, eval_file, out, batch_size=batch_size, overrides=overrides)
+    if audio.is_audio_classifier(model_dir):  # `finetune --task audio-classification`: clips, not text
+        return audio.evaluate_audio(model_dir, eval_file, out, path_column=text_column, label_column=label_column,
+                                    batch_size=batch_size, overrides=overrides)
     model, tok, info, cfg, columns = load_for_inference(model_dir, text_column, pair_column, label_column,
                                                          batch_size, overrides)
     examples = read_task(eval_file, info["kind"], columns, labeled=True)
@@ -151,12 +154,16 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
     """Predictions for a file (same formats as training, labels optional) or `-` for stdin (JSONL rows, or
     plain lines: one text per line, `text<TAB>pair` for pair tasks, space-separated words for tagging).
     Yields one dict per example, in batches of `batch_size`, so a long input never sits in memory whole."""
-    from selfsup.adapt.core import images
+    from selfsup.adapt.core import audio, images
     from selfsup.adapt.core.tasks import read_task
     from selfsup.data.text import decoded_lines, inner_suffix
 
     if images.is_classifier(model_dir):
         yield from images.predict_image(model_dir, source, batch_size=batch_size, overrides=overrides)
+        return
+    if audio.is_audio_classifier(model_dir):
+        yield from audio.predict_audio(model_dir, source, path_column=text_column, batch_size=batch_size,
+                                       overrides=overrides)
         return
     model, tok, info, cfg, columns = load_for_inference(model_dir, text_column, pair_column, None, batch_size,
                                                          overrides)

@@ -4,7 +4,7 @@ A kind names its modality, the default columns of its files, the transformers Au
 metric accumulator that scores it (`selfsup.metrics`), the main metric (what `--seeds` summaries, suites and
 best-epoch selection use) and whether its labels form a class set read from the training file. Every other
 module asks this table instead of comparing kind names. A new kind (audio, tables) is one row here plus its
-reader in `tasks.py` (or its own module) and its scoring in `evaluation.py`.
+reader in `tasks.py` (or its own module, as `images.py` and `audio.py`) and its scoring in `evaluation.py`.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ class Columns:
 @dataclasses.dataclass(frozen=True)
 class TaskKind:
     name: str
-    modality: str  # "text" | "image"
+    modality: str  # "text" | "image" | "speech"
     columns: Columns  # default column names of the task files
-    auto_class: str | None  # transformers Auto class of the head (text kinds)
+    auto_class: str | None  # transformers Auto class of the head (text and speech kinds)
     metric: str  # class name in selfsup.metrics
     main_metric: str  # higher is better for every kind
     class_labels: bool  # labels are a class set taken from the training file
@@ -46,10 +46,13 @@ KINDS: dict[str, TaskKind] = {k.name: k for k in (
              "AutoModelForQuestionAnswering", "QAMetrics", "f1", False, False, pair=True),
     TaskKind("image-classification", "image", Columns("image", None, "label"),
              None, "ClassificationMetrics", "accuracy", True, True),
+    TaskKind("audio-classification", "speech", Columns("path", None, "label"),
+             "AutoModelForAudioClassification", "ClassificationMetrics", "accuracy", True, True),
 )}
 
 TASK_KINDS: tuple[str, ...] = tuple(KINDS)
 TEXT_KINDS: tuple[str, ...] = tuple(k for k, v in KINDS.items() if v.modality == "text")
+SPEECH_KINDS: tuple[str, ...] = tuple(k for k, v in KINDS.items() if v.modality == "speech")
 CLASSIFICATION_KINDS: tuple[str, ...] = tuple(k for k, v in KINDS.items()
                                               if v.modality == "text" and v.class_labels and v.sequence_level)
 

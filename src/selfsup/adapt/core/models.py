@@ -74,6 +74,10 @@ def auto_class(kind: str):
     from selfsup.adapt.core.bart_head import register
 
     register()
+    if task_kind(kind).modality == "speech":  # selfsup's GRU encoder gets its audio-classification head
+        from selfsup.adapt.core.audio_model import register as register_audio
+
+        register_audio()
     return getattr(tf, task_kind(kind).auto_class)
 
 
@@ -107,10 +111,15 @@ def build_model(path: Path, kind: str, labels: list[str] | None, tokenizer, init
                 seed: int = 0, dropout: float | None = None):
     """(model, names of the parameters the head adds) for `kind` on the checkpoint at `path`.
 
-    `init="scratch"` builds the same architecture with fresh random weights (seeded)."""
+    `init="scratch"` builds the same architecture with fresh random weights (seeded). Speech kinds take no
+    tokenizer: their head is transformers' audio classifier (`selfsup.adapt.core.audio_model`)."""
     import torch
 
     quiet_transformers()
+    if task_kind(kind).modality == "speech":
+        from selfsup.adapt.core.audio_model import build_audio_classifier
+
+        return build_audio_classifier(path, labels, init=init, seed=seed, dropout=dropout)
     family = model_type(path)
     auto = auto_class(kind)
     config = task_config(path, kind, labels, tokenizer, dropout)

@@ -32,14 +32,14 @@ class Run:
     """Everything a method's `train_seed` needs: the checkpoint, the task data and the options."""
     source: Path  # the checkpoint folder (HF format) or, for images, the encoder export
     kind: TaskKind
-    data: Any  # TaskData for text; the image data for image kinds
+    data: Any  # TaskData for text; the image / audio data for image / speech kinds
     cfg: Any  # FinetuneConfig
     opts: Any  # the method's Options
     init: str
     progress: bool
     train_source: str
     unlabeled: str | None = None
-    modality_opts: Any = None  # e.g. the image augmentation keys
+    modality_opts: Any = None  # e.g. the image augmentation keys, the audio crop
     extra: dict = dataclasses.field(default_factory=dict)  # what a modality's loader hands its trainer
 
 
@@ -69,7 +69,7 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     subset re-drawn per seed) and `metrics.json` reports the mean and standard deviation of each metric.
     `unlabeled` (a file like `train`, labels ignored) is for methods that use unlabeled text (PET). `resume`
     continues a killed run of the same command (`runs.over_seeds`)."""
-    from selfsup.adapt.core import images
+    from selfsup.adapt.core import audio, images
     from selfsup.adapt.core.tasks import subsample
     from selfsup.data.memory import source_name
     from selfsup.adapt.registry import check_requirements, get_method, option_owners
@@ -80,13 +80,16 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     if images.is_image_encoder(model) and task != images.IMAGE_TASK:
         raise SelfsupError(f"{model}: an image encoder; fine-tune it with --task {images.IMAGE_TASK}, not {task!r}")
     spec = task_kind(task)
+    if spec.modality != "speech" and audio.is_speech_encoder(model):
+        raise SelfsupError(f"{model}: a speech encoder; fine-tune it with --task {audio.AUDIO_TASK}, not {task!r}")
     if unlabeled is not None and not adapter.uses_unlabeled:
         raise SelfsupError(f"--unlabeled: only --method pet uses unlabeled examples (got --method {method})")
     if adapter.needs_pretrained and init != "pretrained":
         raise SelfsupError(f"--method {method}: needs --init pretrained (the artifact loads onto the checkpoint)")
     base = run_options(init=init, seeds=seeds, epochs=epochs, max_steps=max_steps, train_fraction=train_fraction,
                        shots=shots)
-    own = (adapter.Options, images.ImageOptions) if spec.modality == "image" else (adapter.Options,)
+    modality_options = {"image": (images.ImageOptions,), "speech": (audio.AudioOptions,)}.get(spec.modality, ())
+    own = (adapter.Options, *modality_options)
     cfg, (opts, *modality_opts) = split_overrides(overrides, base, own=own, owners=option_owners())
     check_out(out)
     if spec.modality == "image":
@@ -95,16 +98,23 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
                                "(labels come from the image data)")
         source = images.encoder_folder(model)
         family = images.encoder_family(source)
+    elif spec.modality == "speech":
+        if pair_column:
+            raise SelfsupError(f"--pair-column: not used by {task} (--text-column names the path column)")
+        source = audio.encoder_folder(model)
+        family = audio.encoder_family(source)
     else:
         from selfsup.adapt.core.models import model_type, resolve_checkpoint
 
         source = resolve_checkpoint(model)
         family = model_type(source)
-    adapter.check(family, task, opts)  # an unsupported family or kind is an error before any work
-    if spec.name not in adapter.kinds:
+    if spec.name not in adapter.kinds:  # an unsupported kind or family is an error before any work
         raise SelfsupError(f"--method {method}: supports {', '.join(adapter.kinds)} only, not {task}")
+    adapter.check(family, task, opts)
     if spec.modality == "image":
         data = images.load_image_data(train, eval, images.preprocessing(source))
+    elif spec.modality == "speech":
+        data = audio.load_audio_data(train, eval, audio.front_end(source), text_column, label_column)
     else:
         data = load_data(task, train, eval, columns_for(task, text_column, pair_column, label_column))
     for s in range(seed, seed + seeds):  # a too-small class is an error before anything is written

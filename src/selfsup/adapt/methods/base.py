@@ -12,8 +12,9 @@ A method is a class registered by name (`@register_method("lora")`, listed in `s
 * `for_inference(model, opts)`: apply inference-time options (e.g. an exit threshold).
 
 Methods that train differently (prompt, PET, early exit) override `train_seed(run, seed, folder, subset)`;
-the default trains a task head through the one fitting loop (`selfsup.adapt.core.fit`) for text kinds, and
-the image classifier (`selfsup.adapt.core.images`) for image kinds.
+the default trains a task head through the one fitting loop (`selfsup.adapt.core.fit`) for text kinds, the
+image classifier (`selfsup.adapt.core.images`) for image kinds and the audio classifier
+(`selfsup.adapt.core.audio`) for speech kinds.
 """
 from __future__ import annotations
 
@@ -79,6 +80,10 @@ class AdaptMethod:
             from selfsup.adapt.core.images import train_image_seed
 
             return train_image_seed(self, run, seed, folder, subset)
+        if run.kind.modality == "speech":
+            from selfsup.adapt.core.audio import train_audio_seed
+
+            return train_audio_seed(self, run, seed, folder, subset)
         return train_head(self, run, seed, folder, subset)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selfsup.adapt.core.kinds import TEXT_KINDS
+from selfsup.adapt.core.kinds import SPEECH_KINDS, TEXT_KINDS
 from selfsup.adapt.methods.base import AdaptMethod
 from selfsup.adapt.registry import register_method
 
@@ -19,7 +19,7 @@ def is_bias(name: str) -> bool:
 @register_method("bitfit")
 class BitFit(AdaptMethod):
     help = "only the backbone's biases and the task head train (Ben Zaken et al. 2022)"
-    kinds = TEXT_KINDS
+    kinds = TEXT_KINDS + SPEECH_KINDS
     default_lr = 1e-3  # the paper sweeps 1e-4 .. 1e-3; biases need a larger step than full fine-tuning
 
     def prepare(self, model, head: set[str], kind: str, opts: Any, source: Path) -> tuple[Any, int | None]:

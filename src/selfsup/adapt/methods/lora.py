@@ -6,18 +6,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from selfsup.adapt.core.kinds import TEXT_KINDS
+from selfsup.adapt.core.kinds import SPEECH_KINDS, TEXT_KINDS
 from selfsup.adapt.methods.base import AdaptMethod
 from selfsup.adapt.registry import register_method
 from selfsup.adapt.shared.peft_tuning import PeftArtifact
 from selfsup.config import bounded
 from selfsup.errors import SelfsupError
 
-# model_type -> module names of the attention query / value projections (GPT-2: the fused q/k/v `c_attn`)
+# model_type -> module names of the attention query / value projections (GPT-2: the fused q/k/v `c_attn`;
+# Wav2Vec2Bert's conformer attention: linear_q / linear_v)
 LORA_TARGETS: dict[str, list[str]] = {
     "bert": ["query", "value"], "roberta": ["query", "value"], "roformer": ["query", "value"],
     "electra": ["query", "value"], "albert": ["query", "value"], "gpt2": ["c_attn"],
     "llama": ["q_proj", "v_proj"], "bart": ["q_proj", "v_proj"],
+    "wav2vec2": ["q_proj", "v_proj"], "hubert": ["q_proj", "v_proj"], "data2vec-audio": ["q_proj", "v_proj"],
+    "wavlm": ["q_proj", "v_proj"], "wav2vec2-bert": ["linear_q", "linear_v"],
 }
 
 
@@ -33,7 +36,7 @@ class LoraOptions:
 @register_method("lora")
 class Lora(PeftArtifact, AdaptMethod):
     help = "low-rank updates of the attention query/value (peft)"
-    kinds = TEXT_KINDS
+    kinds = TEXT_KINDS + SPEECH_KINDS
     default_lr = 1e-3
     Options = LoraOptions
 
