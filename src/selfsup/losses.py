@@ -129,3 +129,15 @@ def soft_target_kl(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Te
     logits; zero-probability classes contribute 0 (0 log 0 = 0)."""
     log_p = F.log_softmax(logits.float(), dim=-1)
     return F.kl_div(log_p, target_probs.detach().float(), reduction="batchmean")
+
+
+def info_nce(predictions: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPC's InfoNCE (van den Oord, Li & Vinyals 2018, eq. 4) with in-batch candidates: row i's score against
+    every target j is s_ij = p_i . t_j / temperature (the log-bilinear f_k once p = W_k c_t); its positive is
+    t_i, the other rows' targets are its negatives. Returns (mean_i -log softmax_j(s_ij)[i], accuracy: the
+    fraction of rows whose positive scores highest)."""
+    logits = predictions.float() @ targets.float().t() / temperature
+    labels = torch.arange(len(logits), device=logits.device)
+    loss = F.cross_entropy(logits, labels)
+    return loss, (logits.argmax(dim=1) == labels).float().mean()

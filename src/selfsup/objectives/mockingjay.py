@@ -14,20 +14,9 @@ import torch
 
 from selfsup.config import bounded
 from selfsup.objectives.speech_base import SpeechObjective
+from selfsup.objectives.speech_reconstruction import masked_l1, reconstruction_head
 from selfsup.pretext.speech_masking import mockingjay_corrupt
 from selfsup.registry import register_objective
-
-
-def reconstruction_head(hidden: int, out: int) -> torch.nn.Sequential:
-    """Mockingjay's prediction head: dense + GELU + LayerNorm, then a projection to the frame size."""
-    return torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.LayerNorm(hidden),
-                               torch.nn.Linear(hidden, out))
-
-
-def masked_l1(prediction: torch.Tensor, target: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error over the chosen (B, T) frames' every value."""
-    diff = (prediction.float() - target.float()).abs().mean(-1)
-    return (diff * chosen).sum() / chosen.sum().clamp_min(1)
 
 
 @register_objective("mockingjay")

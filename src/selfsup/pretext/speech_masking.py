@@ -70,3 +70,39 @@ def magnitude_alteration(frames: np.ndarray, rng: np.random.Generator, prob: flo
     if rng.random() >= prob:
         return np.asarray(frames, dtype=np.float32)
     return (frames + rng.normal(0.0, std, size=frames.shape)).astype(np.float32)
+
+
+def tera_corrupt(frames: np.ndarray, rng: np.random.Generator, mask_prob: float = 0.15, span: int = 7,
+                 max_channels: int = 16, noise_prob: float = 0.1, noise_std: float = 0.2,
+                 valid: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TERA's three alterations (Liu, Li & Lee 2021, sec. III) of (T, F) frames, in the paper's order: time
+    (Mockingjay's spans, `mockingjay_corrupt`), frequency (`channel_mask`, width uniform in [0, max_channels]),
+    magnitude (`magnitude_alteration` of the real frames). Returns (corrupted, (T,) bool frames chosen by the
+    time alteration, (F,) bool channels zeroed); the loss is taken on the union of both."""
+    n = len(frames) if valid is None else valid
+    x, chosen = mockingjay_corrupt(frames, rng, mask_prob, span, n)
+    x, channels = channel_mask(x, rng, max_channels)
+    x[:n] = magnitude_alteration(x[:n], rng, noise_prob, noise_std)
+    return x, chosen, channels
+
+
+def gap_bucket(gap: int, bucket_frames: int, num_buckets: int) -> int:
+    """Temporal-gap class of two segments whose starts are `gap` frames apart: buckets of `bucket_frames`
+    frames, the last one open-ended (gap >= (num_buckets - 1) * bucket_frames)."""
+    return min(num_buckets - 1, abs(int(gap)) // bucket_frames)
+
+
+def sample_segment_pair(n_frames: int, segment: int, bucket_frames: int, num_buckets: int,
+                        rng: np.random.Generator) -> tuple[int, int, int]:
+    """Two segments of `segment` frames inside the first `n_frames`: (start_1, start_2, gap bucket). The class
+    is drawn uniformly among the ones the clip can hold, then the gap uniformly inside it, then the pair's
+    position and order, so the classes are balanced whatever the clip lengths."""
+    longest = max(0, n_frames - segment)  # the largest gap between two starts
+    reachable = min(num_buckets, longest // bucket_frames + 1)
+    bucket = int(rng.integers(0, reachable))
+    low = bucket * bucket_frames
+    high = longest if bucket == num_buckets - 1 else min(longest, low + bucket_frames - 1)
+    gap = int(rng.integers(low, high + 1))
+    first = int(rng.integers(0, longest - gap + 1))
+    pair = (first, first + gap) if rng.random() < 0.5 else (first + gap, first)
+    return pair[0], pair[1], bucket
