@@ -1,7 +1,10 @@
-"""`selfsup evaluate`, two uses of one verb:
+"""`selfsup evaluate`, three uses of one verb:
 
 * `--model RUN --probe linear|knn --train DATA --eval DATA`: frozen features of an exported image encoder, a
   linear or kNN probe, collapse diagnostics -> `metrics.json` (`eval.accuracy`);
+* `--model SPEECH --probe superb --train DATA --eval DATA --label-column C [--task utterance|frame|ctc]`: a
+  SUPERB probe (learned weighted sum of the frozen layers + a light head, `selfsup.evaluation.superb`) ->
+  `metrics.json` (`eval.accuracy` or `eval.wer`/`eval.cer`, `layer_weights`) and `layer_weights.png`;
 * `--model FINETUNED --eval FILE`: a model made by `selfsup finetune` on a labeled file -> its task metrics
   (`selfsup.adapt.cli.evaluate_text`).
 """
@@ -75,11 +78,28 @@ def evaluate_text(args: argparse.Namespace) -> int:
         raise SelfsupError("--eval: give one labeled file to evaluate a fine-tuned model on")
     m = evaluate_finetuned(args.model, args.eval[0], args.out, text_column=args.text_column,
                            pair_column=args.pair_column, label_column=args.label_column,
-                           batch_size=args.batch_size, overrides=args.set)
+                           batch_size=args.batch_size or 64, overrides=args.set)
     print(f"eval: {', '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in m['eval'].items())}")
     if args.out:
         out = str(args.out)
         print(f"wrote {out if out.endswith('.json') else out + '/metrics.json'}")
+    return 0
+
+
+def evaluate_speech(args: argparse.Namespace) -> int:
+    """`selfsup evaluate --probe superb`: a SUPERB probe of a frozen speech upstream."""
+    from selfsup.evaluation.superb import superb_probe
+
+    probe = f"superb-{args.task}"
+    out = output_dir(args.model, probe, args.out)
+    result = superb_probe(args.model, args.train, args.eval, args.label_column, args.task, epochs=args.epochs,
+                          lr=args.lr, batch_size=args.batch_size or 32, seed=args.seed, layer_norm=args.layer_norm,
+                          out=out)
+    e = result["eval"]
+    shown = ", ".join(f"eval.{k}={e[k]:.4f}" for k in ("accuracy", "wer", "cer") if k in e)
+    weights = " ".join(f"{w:.2f}" for w in result["layer_weights"])
+    print(f"superb {args.task} probe ({e['label_column']}): {shown} (train {e['n_train']}, eval {e['n_eval']}); "
+          f"layer weights {weights}\nwrote {out / 'metrics.json'}, {out / 'layer_weights.png'}")
     return 0
 
 
@@ -92,6 +112,8 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.probe == "superb":
+        return evaluate_speech(args)
     result = evaluate(args.model, args.probe, args.train, args.eval, args.out, k=args.k, temperature=args.temperature)
     d = result["diagnostics"]
     out = output_dir(args.model, args.probe, args.out)
@@ -104,22 +126,42 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="evaluate a model: a probe on frozen features, or a fine-tuned model's task",
-                       description="With --probe: fit a linear (logistic regression) or cosine-kNN probe on the "
-                                   "frozen features of an exported encoder (metrics.json with eval.accuracy). "
-                                   "Without: the task metrics of a model made by `selfsup finetune` on --eval.")
-    p.add_argument("--model", required=True, metavar="DIR", help="a pretrain/finetune run folder or its model/")
-    p.add_argument("--probe", choices=["linear", "knn"], help="probe frozen features (image encoders)")
+                       description="With --probe linear|knn: fit a linear (logistic regression) or cosine-kNN probe "
+                                   "on the frozen features of an exported image encoder (metrics.json with "
+                                   "eval.accuracy). With --probe superb: a SUPERB probe of a frozen speech model "
+                                   "(learned weighted sum of its layers + a linear head). Without: the task metrics "
+                                   "of a model made by `selfsup finetune` on --eval.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a pretrain/finetune run folder or its model/ "
+                   "(superb: also a Hugging Face wav2vec2 / HuBERT / data2vec-audio / WavLM folder)")
+    p.add_argument("--probe", choices=["linear", "knn", "superb"],
+                   help="probe frozen features: linear or knn (image encoders), superb (speech encoders)")
     p.add_argument("--train", action="append", metavar="DATA",
-                   help="labelled images to fit the probe on (folder, .npz, IDX, hf:NAME, sklearn:digits)")
+                   help="labelled data to fit the probe on: images (folder, .npz, IDX, hf:NAME, sklearn:digits) or, "
+                        "for superb, audio (folder, manifest, hf:NAME, selfsup:speech-words)")
     p.add_argument("--eval", action="append", required=True, metavar="DATA", help="labelled data to score")
     p.add_argument("--out", metavar="DIR", help="where metrics.json goes (default: RUN/eval-PROBE for probes)")
     p.add_argument("--k", type=int, default=20, help="kNN neighbours (default 20)")
     p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    text = p.add_argument_group("fine-tuned text models (no --probe)")
+    text = p.add_argument_group("fine-tuned text models (no --probe); --label-column and --batch-size also superb")
     text.add_argument("--text-column", metavar="C")
     text.add_argument("--pair-column", metavar="C")
-    text.add_argument("--label-column", metavar="C")
-    text.add_argument("--batch-size", type=int, default=64, metavar="N")
+    text.add_argument("--label-column", metavar="C",
+                      help="text: the label column; superb: the class column (utterance, e.g. word or speaker), the "
+                           "alignment column (frame, default alignment) or the transcript column (ctc, default "
+                           "transcript)")
+    text.add_argument("--batch-size", type=int, default=None, metavar="N",
+                      help="default 64 (fine-tuned text models), 32 (superb)")
     text.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    speech = p.add_argument_group("superb probe (speech encoders, --probe superb)")
+    speech.add_argument("--task", choices=["utterance", "frame", "ctc"], default="utterance",
+                        help="utterance: mean-pool + linear (keyword spotting, speaker ID; eval.accuracy); frame: "
+                             "per-frame linear over alignment labels (eval.accuracy); ctc: per-frame linear over "
+                             "characters + blank, CTC loss, greedy decoding (eval.wer, eval.cer)")
+    speech.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help="probe training epochs (default 60 utterance, 30 frame, 80 ctc)")
+    speech.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
+    speech.add_argument("--seed", type=int, default=0, metavar="S", help="probe initialization and batch order")
+    speech.add_argument("--layer-norm", action="store_true",
+                        help="layer-norm every layer before the weighted sum (s3prl's normalize option; off)")
     p.set_defaults(func=_run)

@@ -1,7 +1,7 @@
 """Every plot selfsup draws (matplotlib, no display needed), as pure functions of numbers: pretraining loss
 curves, fine-tuning curves (loss and the main metric per epoch, one line per run), suite grids, similarity
-maps, the early-exit sweep and the pruning size/accuracy trade-off. Imports only `selfsup.fileio`, so any layer
-may draw."""
+maps, the early-exit sweep, the pruning size/accuracy trade-off and a SUPERB probe's layer weights. Imports
+only `selfsup.fileio`, so any layer may draw."""
 from __future__ import annotations
 
 import io
@@ -201,5 +201,30 @@ def plot_size_accuracy(rows: Sequence[dict], metric: str, path: Path, title: str
     ax.set_title(title or f"{metric} vs size")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_layer_weights(weights: Sequence[float], path: str | Path, title: str = "") -> Path:
+    """The learned softmax layer weights of a SUPERB probe as bars (layer 0 = the input projection / CNN
+    output), with the uniform starting value 1 / layers dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    n = len(weights)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n + 2.0), 3.4), dpi=110)
+    ax.bar(range(n), weights, color="C0")
+    ax.axhline(1.0 / max(1, n), ls="--", color="0.4", lw=1, label=f"uniform (1/{n})")
+    ax.set_xticks(range(n))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("weight")
+    ax.set_title(title or "learned layer weights", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    path = Path(path)
     atomic_write_bytes(path, figure_bytes(fig))
     return path
