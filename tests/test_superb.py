@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
+from selfsup.errors import SelfsupError
 from selfsup.evaluation.superb import (SuperbProbe, UpstreamFeatures, WeightedLayerSum, audio_config,
                                        greedy_ctc_decode, logmel_baseline, probe_loss, random_like, superb_probe)
 
@@ -157,6 +158,20 @@ def test_frame_and_ctc_tasks_give_numbers_in_range(mockingjay, sentences):
     assert ctc["eval"]["cer"] == pytest.approx(jiwer.cer(refs, hyps)) and math.isfinite(ctc["eval"]["cer"])
     assert ctc["alphabet"][0] == "<blank>" and " " in ctc["alphabet"]
     assert ctc["train"]["loss_last"] < ctc["train"]["loss_first"]
+
+
+def test_logmel_frame_baseline_beats_always_silence_and_refuses_ctc(sentences):
+    from selfsup.data.audio import AudioDataConfig, load_audio
+    from selfsup.data.audio_features import frame_labels
+
+    held = load_audio([sentences[1]], AudioDataConfig(crop_seconds=None, holdout_fraction=0.0, label_column=None),
+                      "logmel")
+    labels = np.concatenate([frame_labels(json.loads(a), len(held.raw(i)), 100.0, "<sil>")
+                             for i, a in enumerate(held.columns["alignment"])])
+    majority = max(np.mean(labels == c) for c in set(labels.tolist()))
+    assert logmel_baseline([sentences[0]], [sentences[1]], "alignment", task="frame") > majority
+    with pytest.raises(SelfsupError, match="--task 'ctc'"):
+        logmel_baseline([sentences[0]], [sentences[1]], "transcript", task="ctc")
 
 
 def test_greedy_decoding_and_wer_on_a_hand_example():

@@ -160,7 +160,7 @@ def add_parser(sub: Any) -> None:
                              "characters + blank, CTC loss, greedy decoding (eval.wer, eval.cer)")
     speech.add_argument("--epochs", type=int, default=None, metavar="N",
                         help="probe training epochs (default 60 utterance, 30 frame, 80 ctc)")
-    speech.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
+    speech.add_argument("--lr", type=float, default=2e-2, help="Adam learning rate (default 2e-2)")
     speech.add_argument("--seed", type=int, default=0, metavar="S", help="probe initialization and batch order")
     speech.add_argument("--layer-norm", action="store_true",
                         help="layer-norm every layer before the weighted sum (s3prl's normalize option; off)")

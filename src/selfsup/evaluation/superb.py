@@ -315,7 +315,7 @@ def check_options(task: str, epochs: int, lr: float, batch_size: int) -> None:
 
 def superb_probe(model: Any, train_sources: Sequence[str], eval_sources: Sequence[str],
                  label_column: str | None = None, task: str = "utterance", *, epochs: int | None = None,
-                 lr: float = 5e-3, batch_size: int = 32, seed: int = 0, layer_norm: bool = False,
+                 lr: float = 2e-2, batch_size: int = 32, seed: int = 0, layer_norm: bool = False,
                  out: str | Path | None = None, device: str | None = None,
                  cache_bytes: int = CACHE_BYTES) -> dict[str, Any]:
     """Probe the frozen upstream `model` (a speech model folder, or an (encoder, front dict) pair such as
@@ -380,15 +380,23 @@ def pooled_logmel(data: AudioSet) -> np.ndarray:
 
 
 def logmel_baseline(train_sources: Sequence[str], eval_sources: Sequence[str], label_column: str,
-                    n_mels: int = 80, sample_rate: int = 16000) -> float:
-    """Accuracy of logistic regression on pooled log-mel features (no upstream), on the same splits."""
+                    task: str = "utterance", n_mels: int = 80, sample_rate: int = 16000) -> float:
+    """Accuracy of logistic regression on log-mel features (no upstream), on the same splits: pooled over time
+    for an utterance task, one log-mel frame per example for a frame task."""
     from selfsup.evaluation.probes import linear_probe
 
+    if task not in ("utterance", "frame"):
+        raise SelfsupError(f"--task {task!r}: the log-mel baseline scores utterance and frame tasks")
     cfg = AudioDataConfig(sample_rate=sample_rate, n_mels=n_mels, crop_seconds=None, holdout_fraction=0.0,
                           label_column=None)
-    train, held = load_audio(list(map(str, train_sources)), cfg, "logmel"), load_audio(list(map(str, eval_sources)),
-                                                                                        cfg, "logmel")
-    y_train, classes = class_targets(column(train, label_column, "utterance", "train"), None, train.names,
-                                     label_column)
-    y_eval, _ = class_targets(column(held, label_column, "utterance", "eval"), classes, held.names, label_column)
-    return linear_probe(pooled_logmel(train), np.array(y_train), pooled_logmel(held), np.array(y_eval))
+    train, held = (load_audio(list(map(str, sources)), cfg, "logmel") for sources in (train_sources, eval_sources))
+    if task == "utterance":
+        y_train, classes = class_targets(column(train, label_column, task, "train"), None, train.names,
+                                         label_column)
+        y_eval, _ = class_targets(column(held, label_column, task, "eval"), classes, held.names, label_column)
+        return linear_probe(pooled_logmel(train), np.array(y_train), pooled_logmel(held), np.array(y_eval))
+    n_frames = (np.diff(train.offsets), np.diff(held.offsets))
+    y_train, classes, _ = targets(train, n_frames[0], train.rate, task, label_column, "train")
+    y_eval, _, _ = targets(held, n_frames[1], held.rate, task, label_column, "eval", classes)
+    frames = [np.concatenate([d.raw(i) for i in range(len(d))]) for d in (train, held)]
+    return linear_probe(frames[0], np.concatenate(y_train), frames[1], np.concatenate(y_eval))
