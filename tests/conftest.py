@@ -88,3 +88,28 @@ def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subproce
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+SPEECH_WORDS = "selfsup:speech-words"  # 10 command words x 8 voices x 3 speeds, eSpeak NG (src/selfsup/assets)
+
+
+def speech_objective(name: str, overrides=()):
+    """A speech method's objective on the shipped words, as the engine builds it: (objective, prepared)."""
+    import torch
+
+    from selfsup.recipes import load_recipe
+    from selfsup.registry import get_objective
+
+    recipe = load_recipe(name, list(overrides))
+    cls = get_objective(name)
+    prepared = cls.prepare(recipe, [SPEECH_WORDS])
+    torch.manual_seed(0)
+    return cls(recipe, prepared), prepared
+
+
+def speech_batch(objective, prepared, n: int = 8, seed: int = 3):
+    """The objective's batch of the first n training clips, with per-example generators [seed, i]."""
+    import numpy as np
+
+    examples = [prepared.train[i] for i in range(n)]
+    return objective.make_batch(examples, [np.random.default_rng([seed, i]) for i in range(n)])

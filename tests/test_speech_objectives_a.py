@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SPEECH_WORDS, speech_batch, speech_objective
 from selfsup import pretrain
 from selfsup.backbones.speech import load_speech_encoder
 from selfsup.engine.logs import read_logged
@@ -17,25 +18,18 @@ from selfsup.errors import SelfsupError
 from selfsup.losses import info_nce
 from selfsup.pretext.speech_masking import gap_bucket, sample_segment_pair, tera_corrupt
 from selfsup.recipes import load_recipe
-from selfsup.registry import get_objective
 
-WORDS = "selfsup:speech-words"  # 10 command words x 8 accents x 3 speeds, eSpeak NG (src/selfsup/assets)
+WORDS = SPEECH_WORDS
 SHORT = ["train.eval_every=1000", "train.checkpoint_every=1000", "train.log_every=1", "train.warmup_steps=5",
          "train.batch_size=16", "model.hidden_size=64", "model.num_layers=2"]
 
 
 def build(name: str, overrides: tuple[str, ...] = ()):
-    """The method's objective on the shipped words, as the engine builds it."""
-    recipe = load_recipe(name, list(overrides))
-    cls = get_objective(name)
-    prepared = cls.prepare(recipe, [WORDS])
-    torch.manual_seed(0)
-    return cls(recipe, prepared), prepared
+    return speech_objective(name, list(overrides))
 
 
-def real_batch(objective, prepared, n: int = 8) -> dict[str, torch.Tensor]:
-    examples = [prepared.train[i] for i in range(n)]
-    return objective.make_batch(examples, [np.random.default_rng([3, i]) for i in range(n)])
+def real_batch(objective, prepared, n: int = 8, seed: int = 3) -> dict[str, torch.Tensor]:
+    return speech_batch(objective, prepared, n, seed)
 
 
 # ---- InfoNCE (CPC) ------------------------------------------------------------------------------------------

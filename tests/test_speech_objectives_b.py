@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SPEECH_WORDS, speech_batch, speech_objective
 from selfsup import pretrain
 from selfsup.backbones.speech import load_speech_encoder
 from selfsup.engine.logs import read_logged
@@ -22,10 +23,8 @@ from selfsup.objectives.speech_quantizers import (annealed_temperature, combine_
                                                   gumbel_quantizer, sample_negatives)
 from selfsup.objectives.vq_wav2vec import binary_contrastive_loss, speech_units
 from selfsup.objectives.wav2vec2 import contrastive_logits, diversity_loss
-from selfsup.recipes import load_recipe
-from selfsup.registry import get_objective
 
-WORDS = "selfsup:speech-words"  # 10 command words x 8 accents x 3 speeds, eSpeak NG (src/selfsup/assets)
+WORDS = SPEECH_WORDS
 SHORT = ["train.eval_every=1000", "train.checkpoint_every=1000", "train.log_every=1", "train.warmup_steps=5",
          "train.batch_size=16", "train.eval_batches=2", "model.hidden_size=64", "model.num_layers=2",
          "model.conv_dim=32"]
@@ -39,17 +38,11 @@ RUNS = {
 
 
 def build(name: str, overrides: tuple[str, ...] = ()):
-    """The method's objective on the shipped words, as the engine builds it."""
-    recipe = load_recipe(name, [*SHORT, *overrides])
-    cls = get_objective(name)
-    prepared = cls.prepare(recipe, [WORDS])
-    torch.manual_seed(0)
-    return cls(recipe, prepared), prepared
+    return speech_objective(name, [*SHORT, *overrides])
 
 
-def real_batch(objective, prepared, n: int = 8) -> dict[str, torch.Tensor]:
-    examples = [prepared.train[i] for i in range(n)]
-    return objective.make_batch(examples, [np.random.default_rng([3, i]) for i in range(n)])
+def real_batch(objective, prepared, n: int = 8, seed: int = 3) -> dict[str, torch.Tensor]:
+    return speech_batch(objective, prepared, n, seed)
 
 
 # ---- wav2vec 2.0: Gumbel quantizer, diversity, contrastive logits -------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import SPEECH_WORDS, speech_batch, speech_objective
 from selfsup import pretrain
 from selfsup.backbones.speech import load_speech_encoder
 from selfsup.engine.logs import read_logged
@@ -29,9 +30,8 @@ from selfsup.objectives.data2vec import data2vec_targets, ema_rate, masked_insta
 from selfsup.pretext.audio_views import (LOG_POWER_PER_DB, augment_view, freq_masks, gain, log_mixup_exp,
                                          random_crop, time_masks)
 from selfsup.recipes import load_recipe
-from selfsup.registry import get_objective
 
-WORDS = "selfsup:speech-words"  # 10 command words x 8 accents x 3 speeds, eSpeak NG (src/selfsup/assets)
+WORDS = SPEECH_WORDS
 SHORT = ["train.eval_every=1000", "train.checkpoint_every=1000", "train.log_every=1", "train.warmup_steps=5",
          "train.batch_size=16", "train.eval_batches=2", "data.crop_seconds=0.5", "model.hidden_size=64",
          "model.num_layers=2"]
@@ -46,17 +46,11 @@ VICREG = ("delores", ["objective.regularizer=vicreg"], 6)
 
 
 def build(name: str, overrides: tuple[str, ...] = ()):
-    """The method's objective on the shipped words, as the engine builds it."""
-    recipe = load_recipe(name, [*SHORT, *overrides])
-    cls = get_objective(name)
-    prepared = cls.prepare(recipe, [WORDS])
-    torch.manual_seed(0)
-    return cls(recipe, prepared), prepared
+    return speech_objective(name, [*SHORT, *overrides])
 
 
 def real_batch(objective, prepared, n: int = 6, seed: int = 3) -> dict[str, torch.Tensor]:
-    examples = [prepared.train[i] for i in range(n)]
-    return objective.make_batch(examples, [np.random.default_rng([seed, i]) for i in range(n)])
+    return speech_batch(objective, prepared, n, seed)
 
 
 # ---- data2vec ------------------------------------------------------------------------------------------------
