@@ -96,7 +96,7 @@ def main() -> None:
         row: dict = probe_all(run, splits, 0, args.probe_epochs, args.probe_lr)
         row["random init"] = probe_all(random_like(run), splits, 0, args.probe_epochs, args.probe_lr)
         bare = bare_loop_per_s(method, common + [f"train.max_steps={args.steps}"], unlabeled, args.bare_steps)
-        audio_s = json.loads(json.dumps(m))["throughput_per_s"]
+        audio_s = m["throughput_per_s"]
         row.update({"train_loss_first": m["train_loss_first"], "train_loss": m["train_loss"],
                     "pretrain_seconds": round(wall, 1), "audio_s_per_s_selfsup": audio_s,
                     "audio_s_per_s_bare": round(bare, 1), "overhead_ratio": round(bare / audio_s, 3),
