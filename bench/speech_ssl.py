@@ -1,14 +1,17 @@
 """Speech SSL benchmark: every speech method, same backbone size (hidden 96, 3 layers) and step budget, on the
-synthesized command words and word strings (eSpeak NG, made at the start of the run), with voices and speeds\nheld out:
+synthesized command words and word strings (eSpeak NG, made at the start of the run), with voices and
+speeds held out:
 
 * keyword spotting on unseen voices (train: 12 voices of 3 accents, eval: the 4 voices of a 4th accent),
-* speaker identification on an unseen speed (16 voices; train: slow + normal, eval: fast),
+* speaker identification on an unseen speed (16 voices; train: slow + normal, eval: fast), read with x-vector
+  statistics pooling (mean and std over frames, like the log-mel baseline's features),
 * a frame task on sentences (which word, or silence, each frame belongs to; eval on the unseen voices),
 
 each a SUPERB-style probe (frozen upstream, learned softmax-weighted layer sum, light head) against pooled
 log-mel + logistic regression and against the random-init upstream of the same architecture; time per epoch of
 `selfsup pretrain` against a bare PyTorch loop of the same method (bench/bare_loop.py); codebook health of
-the quantizers from their pretraining metrics. Pretraining sees the words and sentences of the 12 training\nvoices (no labels); every probe uses the same epochs and learning rate.
+the quantizers from their pretraining metrics. Pretraining sees the words and sentences of the 12
+training voices (no labels); every probe uses the same epochs and learning rate.
 
     SELFSUP_CACHE=/tmp/selfsup-cache python bench/speech_ssl.py --steps 600 --threads 2
 
@@ -48,7 +51,8 @@ def make_splits(out: Path) -> dict[str, dict[str, str]]:
     spk = split_manifest(words, out / "spk-train.csv", out / "spk-eval.csv", "speed", ["fast"])
     frame = split_manifest(sentences, out / "frame-train.csv", out / "frame-eval.csv", "speaker", held)
     return {"kws": {"train": str(kws[0]), "eval": str(kws[1]), "label": "word", "task": "utterance"},
-            "speaker": {"train": str(spk[0]), "eval": str(spk[1]), "label": "speaker", "task": "utterance"},
+            "speaker": {"train": str(spk[0]), "eval": str(spk[1]), "label": "speaker", "task": "utterance",
+                        "pooling": "mean+std"},
             "frame": {"train": str(frame[0]), "eval": str(frame[1]), "label": "alignment", "task": "frame"}}
 
 
@@ -58,7 +62,7 @@ def probe_all(upstream, splits: dict, seed: int, epochs: int | None, lr: float) 
     out = {}
     for name, sp in splits.items():
         m = superb_probe(upstream, [sp["train"]], [sp["eval"]], sp["label"], task=sp["task"], seed=seed,
-                         epochs=epochs, lr=lr)
+                         epochs=epochs, lr=lr, pooling=sp.get("pooling", "mean"))
         out[name] = m["eval"]["accuracy"]
     return out
 

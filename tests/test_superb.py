@@ -16,7 +16,8 @@ import torch
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 from selfsup.evaluation.superb import (SuperbProbe, UpstreamFeatures, WeightedLayerSum, audio_config,
-                                       greedy_ctc_decode, logmel_baseline, probe_loss, random_like, superb_probe)
+                                       greedy_ctc_decode, logmel_baseline, pooled, probe_loss, random_like,
+                                       superb_probe)
 
 
 def held_out_split(manifest: Path, folder: Path, column: str, held: list[str]) -> tuple[str, str]:
@@ -95,13 +96,20 @@ def test_weighted_sum_is_a_softmax_that_starts_uniform():
     assert math.isclose(sum(ws.normalized()), 1.0, rel_tol=1e-6)
 
 
+def test_statistics_pooling_is_mean_and_std_over_frames_per_layer():
+    clip = torch.tensor([[[1.0, 2.0], [3.0, 6.0]], [[0.0, 0.0], [0.0, 4.0]]])  # 2 layers, 2 frames, 2 dims
+    assert torch.equal(pooled(clip, "mean"), torch.tensor([[2.0, 4.0], [0.0, 2.0]]))
+    assert torch.equal(pooled(clip, "mean+std"), torch.tensor([[2.0, 4.0, 1.0, 2.0], [0.0, 2.0, 0.0, 2.0]]))
+    assert pooled(clip, None) is clip
+
+
 def test_only_the_weights_and_the_head_get_gradients(mockingjay, words):
     from selfsup.backbones.speech import load_speech_encoder
     from selfsup.data.audio import AudioFrontEnd, load_audio
 
     encoder, front = load_speech_encoder(mockingjay)
     data = load_audio([words[1]], audio_config(front), front["input"])
-    features = UpstreamFeatures(encoder, data, AudioFrontEnd.from_dict(front), pool=False, layer_norm=True,
+    features = UpstreamFeatures(encoder, data, AudioFrontEnd.from_dict(front), pool=None, layer_norm=True,
                                 device="cpu", cache_bytes=0)  # no cache: the upstream runs for this batch
     assert features.cache is None
     probe = SuperbProbe(encoder.num_layers, encoder.feature_dim, 5)
@@ -189,14 +197,17 @@ def test_greedy_decoding_and_wer_on_a_hand_example():
 def test_cli_writes_metrics_and_refuses_to_overwrite(mockingjay, words, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["evaluate", "--probe", "superb", "--model", str(mockingjay / "model"), "--train", words[0],
-            "--eval", words[1], "--label-column", "speed", "--epochs", "3", "--out", str(out)]
+            "--eval", words[1], "--label-column", "speed", "--epochs", "3", "--pooling", "mean+std", "--out", str(out)]
     assert main(args) == 0
     assert "eval.accuracy=" in capsys.readouterr().out
-    assert json.loads((out / "metrics.json").read_text())["eval"]["label_column"] == "speed"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval"]["label_column"] == "speed" and metrics["probe"]["head"] == "mean+std pooling + linear"
+    d, layers, n = metrics["upstream"]["feature_dim"], metrics["upstream"]["layers"], len(metrics["classes"])
+    assert metrics["probe"]["trainable_parameters"] == layers + 2 * d * n + n
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["column", "unseen", "not-speech", "ctc", "frame", "no-column"])
+@pytest.mark.parametrize("case", ["column", "unseen", "not-speech", "ctc", "frame", "no-column", "pooling"])
 def test_bad_input_is_one_line_and_writes_nothing(case, mockingjay, words, speech_sets, tmp_path, capsys):
     train, ev, model = words[0], words[1], str(mockingjay)
     extra = ["--label-column", "word"]
@@ -210,6 +221,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case, mockingjay, words, speec
         (Path(model) / "config.json").write_text(json.dumps({"model_type": "bert"}))
     elif case in ("ctc", "frame"):
         extra = ["--task", case]
+    elif case == "pooling":
+        extra = ["--task", "frame", "--pooling", "mean+std"]
     else:
         extra = []
     out = tmp_path / "out"
@@ -218,5 +231,6 @@ def test_bad_input_is_one_line_and_writes_nothing(case, mockingjay, words, speec
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("selfsup: error: ") and err.count("\n") == 1, err
     expected = {"column": "colour", "unseen": "not in the train data", "not-speech": "not a speech encoder",
-                "ctc": "transcript", "frame": "alignment", "no-column": "--label-column"}[case]
+                "ctc": "transcript", "frame": "alignment", "no-column": "--label-column",
+                "pooling": "--pooling"}[case]
     assert expected in err and not out.exists()

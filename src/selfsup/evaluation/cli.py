@@ -94,7 +94,7 @@ def evaluate_speech(args: argparse.Namespace) -> int:
     out = output_dir(args.model, probe, args.out)
     result = superb_probe(args.model, args.train, args.eval, args.label_column, args.task, epochs=args.epochs,
                           lr=args.lr, batch_size=args.batch_size or 32, seed=args.seed, layer_norm=args.layer_norm,
-                          out=out)
+                          pooling=args.pooling, out=out)
     e = result["eval"]
     shown = ", ".join(f"eval.{k}={e[k]:.4f}" for k in ("accuracy", "wer", "cer") if k in e)
     weights = " ".join(f"{w:.2f}" for w in result["layer_weights"])
@@ -162,6 +162,9 @@ def add_parser(sub: Any) -> None:
                         help="probe training epochs (default 60 utterance, 30 frame, 80 ctc)")
     speech.add_argument("--lr", type=float, default=2e-2, help="Adam learning rate (default 2e-2)")
     speech.add_argument("--seed", type=int, default=0, metavar="S", help="probe initialization and batch order")
+    speech.add_argument("--pooling", choices=["mean", "mean+std"], default="mean",
+                        help="utterance head: mean over frames (SUPERB), or mean and std (x-vector statistics "
+                             "pooling, for speaker ID)")
     speech.add_argument("--layer-norm", action="store_true",
                         help="layer-norm every layer before the weighted sum (s3prl's normalize option; off)")
     p.set_defaults(func=_run)

@@ -3,7 +3,9 @@ PERformance Benchmark", protocol of s3prl): every layer's hidden states are extr
 model, combined by a learned softmax-weighted sum (s3prl's Featurizer: weights start at 0 = uniform; each layer
 optionally layer-normed first, off by default as in s3prl) and read by a light head trained with Adam:
 
-* utterance (keyword spotting, speaker ID): mean over the clip's frames + linear -> `eval.accuracy`;
+* utterance (keyword spotting, speaker ID): mean over the clip's frames + linear -> `eval.accuracy`; or
+  statistics pooling (`pooling="mean+std"`, the x-vector head of Snyder et al. 2018: mean and standard
+  deviation over frames, per layer, then the weighted sum) for speaker-dependent tasks;
 * frame: linear per frame over labels from an `alignment` column ([[word, start_s, end_s], ...], silence
   elsewhere) at the upstream's own output frame rate -> frame `eval.accuracy`;
 * ctc: linear per frame over the train transcripts' characters + blank, CTC loss, greedy decoding ->
@@ -33,6 +35,7 @@ from selfsup.errors import SelfsupError
 from selfsup.objectives.speech_base import lengths_mask, stack_padded
 
 TASKS = ("utterance", "frame", "ctc")
+POOLINGS = ("mean", "mean+std")
 DEFAULT_COLUMN = {"frame": "alignment", "ctc": "transcript"}
 DEFAULT_EPOCHS = {"utterance": 60, "frame": 30, "ctc": 80}
 SILENCE = "<sil>"
@@ -102,11 +105,11 @@ def output_frame_rate(encoder: SpeechEncoder, input_rate: float) -> float:
 
 
 class UpstreamFeatures:
-    """Every layer's hidden states of each clip, from the frozen upstream (eval mode, no grad): (L, D) mean-pooled
-    or (L, T, D) frames per clip; computed once and kept as float16 when they fit in `cache_bytes`, else
-    recomputed for every batch. Layer norm (no parameters) is applied per frame here, before pooling."""
+    """Every layer's hidden states of each clip, from the frozen upstream (eval mode, no grad): (L, D) mean-pooled,
+    (L, 2D) mean and std (`pool="mean+std"`) or (L, T, D) frames (`pool=None`) per clip; computed once and kept
+    as float16 when they fit in `cache_bytes`, else recomputed for every batch. Layer norm (no parameters) is applied per frame here, before pooling."""
 
-    def __init__(self, encoder: SpeechEncoder, data: AudioSet, front: AudioFrontEnd, pool: bool, layer_norm: bool,
+    def __init__(self, encoder: SpeechEncoder, data: AudioSet, front: AudioFrontEnd, pool: str | None, layer_norm: bool,
                  device: str, cache_bytes: int = CACHE_BYTES, batch_size: int = 16):
         self.encoder, self.data, self.front = encoder.to(device).eval(), data, front
         self.pool, self.layer_norm, self.device, self.batch_size = pool, layer_norm, device, batch_size
@@ -115,7 +118,8 @@ class UpstreamFeatures:
             raise SelfsupError(f"{data.names[int(np.argmin(self.frames))]}: too short for the upstream (0 frames)")
         self.mask = encoder.input_kind != "waveform" or getattr(encoder.model.config, "feat_extract_norm",
                                                                  "layer") == "layer"  # as HF's feature extractor
-        size = (len(data) if pool else int(self.frames.sum())) * encoder.num_layers * encoder.feature_dim * 2
+        self.dim = encoder.feature_dim * (2 if pool == "mean+std" else 1)
+        size = (len(data) if pool else int(self.frames.sum())) * encoder.num_layers * self.dim * 2
         self.cache = self.compute(range(len(data))) if size <= cache_bytes else None
 
     def __len__(self) -> int:
@@ -137,7 +141,7 @@ class UpstreamFeatures:
                 h = F.layer_norm(h, h.shape[-1:])
             for b, k in enumerate(chunk):
                 clip = h[:, b, :int(self.frames[indices[k]])]
-                out[k] = (clip.mean(1) if self.pool else clip).half().cpu()
+                out[k] = pooled(clip, self.pool).half().cpu()
         return out  # type: ignore[return-value]
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +154,14 @@ class UpstreamFeatures:
         for b, c in enumerate(clips):
             x[:, b, :c.shape[1]] = c.float()
         return x.to(self.device), frames
+
+
+def pooled(clip: torch.Tensor, pool: str | None) -> torch.Tensor:
+    """(L, T, D) -> (L, D) mean, (L, 2D) mean and std over the T frames (0 std for one frame), or unchanged."""
+    if pool == "mean+std":
+        std = clip.std(1, unbiased=False)
+        return torch.cat([clip.mean(1), std], -1)
+    return clip.mean(1) if pool == "mean" else clip
 
 
 # ---- targets -----------------------------------------------------------------------------------------------
@@ -236,7 +248,7 @@ def train_probe(features: UpstreamFeatures, y: list, n_outputs: int, task: str, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     enc = features.encoder
-    probe = SuperbProbe(enc.num_layers, enc.feature_dim, n_outputs).to(features.device)
+    probe = SuperbProbe(enc.num_layers, features.dim, n_outputs).to(features.device)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
     history = []
     for _ in range(epochs):
@@ -306,9 +318,13 @@ def one_cpu_thread(device: str) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def check_options(task: str, epochs: int, lr: float, batch_size: int) -> None:
+def check_options(task: str, epochs: int, lr: float, batch_size: int, pooling: str = "mean") -> None:
     if task not in TASKS:
         raise SelfsupError(f"--task: must be one of {', '.join(TASKS)}, got {task!r}")
+    if pooling not in POOLINGS:
+        raise SelfsupError(f"--pooling: must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling != "mean" and task != "utterance":
+        raise SelfsupError(f"--pooling {pooling}: only for --task utterance (frame and ctc heads read every frame)")
     if epochs < 1 or lr <= 0 or batch_size < 1:
         raise SelfsupError(f"--epochs and --batch-size must be >= 1 and --lr > 0 (got {epochs}, {batch_size}, {lr})")
 
@@ -316,13 +332,13 @@ def check_options(task: str, epochs: int, lr: float, batch_size: int) -> None:
 def superb_probe(model: Any, train_sources: Sequence[str], eval_sources: Sequence[str],
                  label_column: str | None = None, task: str = "utterance", *, epochs: int | None = None,
                  lr: float = 2e-2, batch_size: int = 32, seed: int = 0, layer_norm: bool = False,
-                 out: str | Path | None = None, device: str | None = None,
+                 pooling: str = "mean", out: str | Path | None = None, device: str | None = None,
                  cache_bytes: int = CACHE_BYTES) -> dict[str, Any]:
     """Probe the frozen upstream `model` (a speech model folder, or an (encoder, front dict) pair such as
     `random_like(...)` gives) on `task`; returns metrics.json's dict, also written (with layer_weights.png) to
     `out` when given. `label_column` defaults to `alignment` (frame) and `transcript` (ctc)."""
     epochs = DEFAULT_EPOCHS.get(task, 1) if epochs is None else epochs
-    check_options(task, epochs, lr, batch_size)
+    check_options(task, epochs, lr, batch_size, pooling)
     label_column = label_column or DEFAULT_COLUMN.get(task)
     if not label_column:
         raise SelfsupError("--label-column: --task utterance needs the column holding each clip's class "
@@ -338,7 +354,8 @@ def superb_probe(model: Any, train_sources: Sequence[str], eval_sources: Sequenc
     y_train, classes, _ = targets(train, output_frames(encoder, train), rate, task, label_column, "train")
     y_eval, _, texts = targets(held, output_frames(encoder, held), rate, task, label_column, "eval", classes)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    features = [UpstreamFeatures(encoder, d, front_end, task == "utterance", layer_norm, device, cache_bytes)
+    features = [UpstreamFeatures(encoder, d, front_end, pooling if task == "utterance" else None, layer_norm, device,
+                                 cache_bytes)
                 for d in (train, held)]
     with one_cpu_thread(device):
         probe, history = train_probe(features[0], y_train, len(classes), task, epochs, lr, batch_size, seed)
@@ -348,7 +365,7 @@ def superb_probe(model: Any, train_sources: Sequence[str], eval_sources: Sequenc
         "task": task, "n_train": len(train), "n_eval": len(held),
         "layer_weights": probe.featurizer.normalized(),
         "train": {"loss_first": history[0], "loss_last": history[-1], "loss_per_epoch": history},
-        "probe": {"kind": "superb", "head": "linear" if task != "utterance" else "mean-pool + linear",
+        "probe": {"kind": "superb", "head": "linear" if task != "utterance" else f"{pooling} pooling + linear",
                   "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "layer_norm": layer_norm,
                   "optimizer": "Adam", "trainable_parameters": sum(p.numel() for p in probe.parameters()),
                   "hidden_states_cached": features[0].cache is not None},
@@ -374,15 +391,18 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     atomic_write_json(out / "metrics.json", result)
 
 
-def pooled_logmel(data: AudioSet) -> np.ndarray:
-    """Mean and standard deviation over time of every log-mel band: (N, 2 * n_mels)."""
-    return np.stack([np.concatenate([x.mean(0), x.std(0)]) for x in map(data.raw, range(len(data)))])
+def pooled_logmel(data: AudioSet, pooling: str = "mean+std") -> np.ndarray:
+    """Mean (and standard deviation) over time of every log-mel band: (N, n_mels) or (N, 2 * n_mels)."""
+    return np.stack([np.concatenate([x.mean(0), x.std(0)] if pooling == "mean+std" else [x.mean(0)])
+                     for x in map(data.raw, range(len(data)))])
 
 
 def logmel_baseline(train_sources: Sequence[str], eval_sources: Sequence[str], label_column: str,
-                    task: str = "utterance", n_mels: int = 80, sample_rate: int = 16000) -> float:
+                    task: str = "utterance", n_mels: int = 80, sample_rate: int = 16000,
+                    pooling: str = "mean+std") -> float:
     """Accuracy of logistic regression on log-mel features (no upstream), on the same splits: pooled over time
-    for an utterance task, one log-mel frame per example for a frame task."""
+    (mean and std by default, `pooling="mean"` for the mean only) for an utterance task, one log-mel frame per
+    example for a frame task."""
     from selfsup.evaluation.probes import linear_probe
 
     if task not in ("utterance", "frame"):
@@ -394,7 +414,8 @@ def logmel_baseline(train_sources: Sequence[str], eval_sources: Sequence[str], l
         y_train, classes = class_targets(column(train, label_column, task, "train"), None, train.names,
                                          label_column)
         y_eval, _ = class_targets(column(held, label_column, task, "eval"), classes, held.names, label_column)
-        return linear_probe(pooled_logmel(train), np.array(y_train), pooled_logmel(held), np.array(y_eval))
+        return linear_probe(pooled_logmel(train, pooling), np.array(y_train), pooled_logmel(held, pooling),
+                            np.array(y_eval))
     n_frames = (np.diff(train.offsets), np.diff(held.offsets))
     y_train, classes, _ = targets(train, n_frames[0], train.rate, task, label_column, "train")
     y_eval, _, _ = targets(held, n_frames[1], held.rate, task, label_column, "eval", classes)
