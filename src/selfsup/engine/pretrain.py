@@ -164,11 +164,13 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     strategy = c.strategy
     if strategy == "auto" and world > 1:
         strategy = "ddp"
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_train_steps=c.checkpoint_every,
                            save_top_k=1, save_last=False, enable_version_counter=False)
     trainer = L.Trainer(
         max_steps=c.max_steps, accelerator=accelerator, devices=c.devices, num_nodes=c.num_nodes,
         strategy=strategy, precision=resolve_precision(c.precision, accelerator),
+        sync_batchnorm=bool(c.sync_batchnorm and world > 1 and on_gpu),
         gradient_clip_val=c.grad_clip or None, accumulate_grad_batches=c.accumulate,
         logger=CSVLogger(str(out), name="logs", version=f"attempt-{attempt}"),
         callbacks=[ckpt, *([TQDMProgressBar(refresh_rate=max(1, c.log_every // 2))] if progress else []),

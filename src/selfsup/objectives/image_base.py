@@ -17,6 +17,7 @@ import torch
 
 from selfsup.backbones.vision import build_vision_encoder
 from selfsup.data.images import ImageDataConfig, ImageExamples, ImageSet, load_images
+from selfsup.distributed import gather
 from selfsup.objectives.base import Objective, Prepared, split_indices
 from selfsup.pretext.views import ViewConfig, simclr_pipeline
 
@@ -120,7 +121,9 @@ class ImageObjective(Objective):
 
 
 class TwoViewObjective(ImageObjective):
-    """Joint-embedding methods: encoder -> projector on two views; subclasses give `pair_loss`."""
+    """Joint-embedding methods: encoder -> projector on two views; subclasses give `pair_loss`, which sees the
+    global batch's projections under data parallelism (gathered from every rank, differentiable), so a
+    W-process run optimizes the single-process loss of the same global batch."""
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
@@ -131,7 +134,7 @@ class TwoViewObjective(ImageObjective):
         h1, z1 = self.embed(x1)
         _, z2 = self.embed(x2)
         self.remember(h1, batch["labels"])
-        loss, metrics = self.pair_loss(z1, z2)
+        loss, metrics = self.pair_loss(gather(z1), gather(z2))
         return {"loss": loss, **metrics, "n_images": batch["n_images"]}
 
     @abc.abstractmethod

@@ -4,8 +4,9 @@ al. 2020, "Improved Baselines with Momentum Contrastive Learning").
 Predicts: which key is the momentum encoder's embedding of the other view of the same image, among that key
 and a FIFO queue of keys from earlier batches (InfoNCE with a temperature). The query encoder + MLP head is
 trained; the key encoder is its exponential moving average (momentum m); the current batch's keys join the
-queue only after the loss, so a query never meets its own positive as a negative. On one device the key
-encoder's BatchNorm sees the unshuffled batch (no shuffling BN). The MLP head is dropped after pretraining.
+queue only after the loss, so a query never meets its own positive as a negative. Under data parallelism every
+rank enqueues all ranks' keys (one queue, as in one process); the key encoder's BatchNorm sees its rank's
+batch, unshuffled (no shuffling BN; `train.sync_batchnorm` synchronizes the trained encoder's BN on GPUs). The MLP head is dropped after pretraining.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.config import bounded
+from selfsup.distributed import gather_detached
 from selfsup.errors import SelfsupError
 from selfsup.losses import ema_update, info_nce_queue
 from selfsup.objectives.image_base import ImageObjective, mlp
@@ -62,7 +64,8 @@ class MoCo(ImageObjective):
         """InfoNCE of queries against their keys and the queue as it was before this batch; then enqueue."""
         loss, logits = info_nce_queue(q, k, self.queue.clone(), self.options.temperature)
         if update:
-            enqueue(self.queue, self.queue_ptr, F.normalize(k.detach().float(), dim=1))
+            # every rank enqueues the global batch's keys in rank order: one queue, as in one process
+            enqueue(self.queue, self.queue_ptr, F.normalize(gather_detached(k.detach().float()), dim=1))
         return loss, logits
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,7 +1,9 @@
 """Shared plumbing of the two-view speech methods (DeLoRes, Speech SimCLR): both views of a clip are drawn in
 `pretext()` from the example's generator (`selfsup.pretext.audio_views`), optionally mixed with the next clip
 of the batch (BYOL-A's log-mixup-exp), encoded with their own lengths, mean-pooled over real frames and
-projected. A subclass defines the projector and `pair_loss(z1, z2, batch, views)`.
+projected. A subclass defines the projector and `pair_loss(z1, z2, batch, views)`; z1, z2 are the global
+batch's projections under data parallelism (gathered from every rank, differentiable), `batch` and `views`
+this rank's.
 
 The batch adds `view1`, `view2` (B, T, F), `view_lengths` (B, 2), `mixup` (B, 2) and, when a subclass sets
 `keep_clean`, `clean1`, `clean2`: each view's crop before gain, noise and masks (a reconstruction target).
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from selfsup.distributed import gather
 from selfsup.objectives.speech_base import SpeechObjective, lengths_mask, masked_mean
 from selfsup.pretext.audio_views import AudioViewConfig, augment_view, log_mixup_exp
 
@@ -69,5 +72,5 @@ class TwoViewSpeechObjective(SpeechObjective):
         encoded = [self.encode_view(batch[f"view{k}"], batch["view_lengths"][:, k - 1]) for k in (1, 2)]
         self.remember(encoded[0][0], encoded[0][1], batch["labels"])
         z1, z2 = (self.projector(pooled) for _, _, pooled in encoded)
-        loss, metrics = self.pair_loss(z1, z2, batch, [(h, f) for h, f, _ in encoded])
+        loss, metrics = self.pair_loss(gather(z1), gather(z2), batch, [(h, f) for h, f, _ in encoded])
         return {"loss": loss, **metrics, "n_seconds": batch["n_seconds"]}

@@ -46,6 +46,8 @@ class TrainConfig:
     strategy: Literal["auto", "ddp", "fsdp", "ddp_spawn"] = "auto"
     num_workers: int = bounded(0, ge=0)
     compile: bool = False
+    sync_batchnorm: bool = dataclasses.field(default=True, metadata={"doc": (
+        "BatchNorm statistics over the global batch under multi-GPU DDP (SyncBatchNorm); torch has none on CPU")})
     threads: int = bounded(0, ge=0, doc="torch intra-op threads per process; 0 = torch's default")
 
     def validate(self) -> None:
