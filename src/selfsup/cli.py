@@ -20,7 +20,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     from selfsup.engine.pretrain import pretrain
 
     metrics = pretrain(args.recipe, args.data, args.out, max_steps=args.max_steps, seed=args.seed,
-                       overrides=args.set, resume=args.resume, progress=not args.no_progress)
+                       overrides=args.set, resume=args.resume, progress=not args.no_progress,
+                       trust_remote_code=args.trust_remote_code)
     if metrics:
         _print_metrics(metrics, args.out)
     return 0
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a recipe key, e.g. --set train.lr=5e-4; repeatable")
     pt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pt.add_argument("--trust-remote-code", action="store_true",
+                    help="allow a hub model or tokenizer named by model.from_pretrained / data.tokenizer.pretrained "
+                         "to run its own Python code, where the recipe also sets trust_remote_code: true")
     pt.set_defaults(func=_pretrain)
 
     rc = sub.add_parser("recipes", help="list the built-in recipes")

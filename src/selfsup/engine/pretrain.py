@@ -67,8 +67,10 @@ def _resolve(recipe: str | dict | Recipe, out: Path, resume: bool, overrides: li
 def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.PathLike, *,
              max_steps: int | None = None, seed: int | None = None, overrides: list[str] | None = None,
              resume: bool = False, callbacks: list | None = None, progress: bool = True,
-             quiet: bool = False) -> dict[str, Any]:
-    """Train `recipe` on `data` into `out`; returns the dict written to `out/metrics.json`."""
+             quiet: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Train `recipe` on `data` into `out`; returns the dict written to `out/metrics.json`.
+    `trust_remote_code=True` (the CLI's `--trust-remote-code`) is the only way to run a hub model's or
+    tokenizer's own code: a recipe file, a run's config.yaml or `--set` cannot switch it on."""
     out = Path(out)
     sources = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     sources = [str(s) for s in sources]
@@ -88,17 +90,35 @@ def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.P
             _clean_stale(out, resume)
         _check_out(out, resume)
     try:
-        return _run(recipe, sources, out, resume, overrides, callbacks, progress, quiet)
+        return _run(recipe, sources, out, resume, overrides, callbacks, progress, quiet, trust_remote_code)
     finally:
         if lock is not None:
             lock.close()
             (out.parent / f".{out.name}.lock").unlink(missing_ok=True)
 
 
+REMOTE_CODE_KEYS = (("model",), ("data", "tokenizer"))  # the sections that carry a trust_remote_code key
+
+
+def check_remote_code(r: Recipe, trusted: bool) -> None:
+    """Refuse a recipe that asks to run remote code without the caller's explicit flag; with it, allow it."""
+    for path in REMOTE_CODE_KEYS:
+        section = r
+        for name in path:
+            section = getattr(section, name, None)
+        if section is None or not hasattr(section, "trust_remote_code"):
+            continue
+        key = ".".join(path) + ".trust_remote_code"
+        if section.trust_remote_code and not trusted:
+            raise SelfsupError(f"{key}: true in the recipe, but running a model's own code needs the command-line "
+                               "flag --trust-remote-code (a recipe file or --set cannot switch it on)")
+
+
 def _run(recipe, sources: list[str], out: Path, resume: bool, overrides: list[str], callbacks: list | None,
-         progress: bool, quiet: bool) -> dict[str, Any]:
+         progress: bool, quiet: bool, trust_remote_code: bool = False) -> dict[str, Any]:
     restart = resume and (out / "config.yaml").is_file() and not (out / CHECKPOINT).is_file()
     r = _resolve(recipe, out, resume, overrides)
+    check_remote_code(r, trust_remote_code)
     if r.train.warmup_steps > r.train.max_steps:  # a --max-steps below the recipe's warm-up: shorten it
         r.train.warmup_steps = r.train.max_steps // 10
     if restart:  # --resume of a run killed before its first checkpoint: it starts from step 0
