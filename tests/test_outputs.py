@@ -38,3 +38,18 @@ def test_evaluate_and_predict_never_overwrite(run, tmp_path):
     fresh = tmp_path / "new" / "metrics.json"
     ok = run_cli("evaluate", "--model", str(model), "--eval", task["eval"], "--out", str(tmp_path / "new"))
     assert ok.returncode == 0 and fresh.is_file()
+
+
+def test_atomic_outputs_get_the_modes_plain_mkdir_and_open_would(tmp_path):
+    """Exported model folders are meant to be shared: not 0700/0600 from mkdtemp/mkstemp."""
+    import os
+
+    from selfsup.fileio import atomic_dir, atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "config.json").write_text("{}")
+    atomic_write_text(tmp_path / "metrics.json", "{}")
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 @contextmanager
 def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success rename it to `final` (replacing it if `replace`)."""
@@ -17,6 +26,7 @@ def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp.", dir=final.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the mode mkdir() would
         yield tmp
         if final.exists():
             if not replace:  # another process won the race (caches): theirs is as good as ours
@@ -32,15 +42,6 @@ def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
