@@ -59,9 +59,18 @@ def _resolve(recipe: str | dict | Recipe, out: Path, resume: bool, overrides: li
     if isinstance(recipe, Recipe):
         return recipe
     if resume and (out / "config.yaml").is_file():
-        saved = yaml.safe_load((out / "config.yaml").read_text())
-        return load_recipe(saved, overrides)
+        return load_recipe(_saved_config(out), overrides)
     return load_recipe(recipe, overrides)
+
+
+def _saved_config(out: Path) -> dict:
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise SelfsupError(f"{out / 'config.yaml'}: not a selfsup recipe (cannot resume)")
+    return saved
 
 
 def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.PathLike, *,
@@ -97,6 +106,39 @@ def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.P
             (out.parent / f".{out.name}.lock").unlink(missing_ok=True)
 
 
+# what a resumed run can honour: the restored optimizer, schedule and data stream fix everything else
+RESUMABLE_KEYS = {"train.max_steps", "train.log_every", "train.eval_every", "train.eval_batches",
+                  "train.checkpoint_every", "train.num_workers", "train.threads", "train.devices", "train.num_nodes",
+                  "train.accelerator", "train.strategy", "train.compile"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume(out: Path, r: Recipe) -> None:
+    """Before anything is written: the checkpoint loads safely, and no override changes what it restores."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickled, truncated or foreign file: never unpickled, one line
+        raise SelfsupError(f"{out / CHECKPOINT}: cannot resume from it (not a checkpoint that loads with "
+                           f"weights_only=True: {type(e).__name__})") from None
+    saved = _flat(load_recipe(_saved_config(out)).to_dict())
+    for key, value in _flat(r.to_dict()).items():
+        if key not in RESUMABLE_KEYS and saved.get(key) != value:
+            raise SelfsupError(f"--set {key}={value}: the resumed run restores {key}={saved.get(key)} from its "
+                               "checkpoint (optimizer, schedule, model, data); start a new run to change it")
+
+
 REMOTE_CODE_KEYS = (("model",), ("data", "tokenizer"))  # the sections that carry a trust_remote_code key
 
 
@@ -119,6 +161,8 @@ def _run(recipe, sources: list[str], out: Path, resume: bool, overrides: list[st
     restart = resume and (out / "config.yaml").is_file() and not (out / CHECKPOINT).is_file()
     r = _resolve(recipe, out, resume, overrides)
     check_remote_code(r, trust_remote_code)
+    if resume and not restart and not isinstance(recipe, Recipe):
+        check_resume(out, r)
     if r.train.warmup_steps > r.train.max_steps:  # a --max-steps below the recipe's warm-up: shorten it
         r.train.warmup_steps = r.train.max_steps // 10
     if restart:  # --resume of a run killed before its first checkpoint: it starts from step 0
