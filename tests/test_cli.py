@@ -89,3 +89,19 @@ def test_pretrain_cli_end_to_end_gpt(tmp_path, persuasion):
     import yaml
 
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["seed"] == 3
+
+
+def test_unwritable_out_and_zero_sizes_are_one_line(tiny_bert, tmp_path, capsys):
+    """embed --batch-size 0 / --max-length 0 and an --out under /sys: one line, exit 2, no traceback."""
+    from selfsup.cli import main
+
+    model = tiny_bert
+    texts = tmp_path / "t.txt"
+    texts.write_text("hello there\nhow are you\n")
+    for extra, needle in ((["--batch-size", "0"], "--batch-size"), (["--max-length", "0"], "--max-length")):
+        assert main(["embed", "--model", str(model), str(texts), "--out", str(tmp_path / "e"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1 and not (tmp_path / "e").exists(), err
+    assert main(["embed", "--model", str(model), str(texts), "--out", "/sys/selfsup-test-out"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("selfsup: error: ") and err.count("\n") == 1 and "/sys" in err, err

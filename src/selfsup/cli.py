@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 141
+    except OSError as e:  # an --out where nothing can be written (read-only, /sys, disk full): one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"selfsup: error: {where}{e.strerror or e} (cannot write or read there)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

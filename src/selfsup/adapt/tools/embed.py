@@ -70,6 +70,9 @@ def embed(model: str | Path, source: str, out: str | Path, *, level: str = "sent
         raise SelfsupError(f"{out}: already exists and is not empty; choose another --out")
     if level not in ("sentence", "token"):
         raise SelfsupError(f"--level: expected sentence or token, got {level!r}")
+    for flag, value in (("--batch-size", batch_size), ("--max-length", max_length)):
+        if value < 1:
+            raise SelfsupError(f"{flag}: must be >= 1, got {value}")
     from selfsup.adapt.core.encoders import load_text_encoder
 
     net, tok = load_text_encoder(model)
