@@ -3,11 +3,11 @@ synthesized command words and word strings (eSpeak NG, made at the start of the 
 speeds held out:
 
 * keyword spotting on unseen voices (train: 12 voices of 3 accents, eval: the 4 voices of a 4th accent),
-* speaker identification on an unseen speed (16 voices; train: slow + normal, eval: fast), read with x-vector
-  statistics pooling (mean and std over frames, like the log-mel baseline's features),
+* speaker identification on an unseen speed (16 voices; train: slow + normal, eval: fast),
 * a frame task on sentences (which word, or silence, each frame belongs to; eval on the unseen voices),
 
-each a SUPERB-style probe (frozen upstream, learned softmax-weighted layer sum, light head) against pooled
+each a SUPERB-style probe (frozen upstream, learned softmax-weighted layer sum, light head; the utterance
+tasks read x-vector statistics pooling, mean and std over frames, like the log-mel baseline's features) against pooled
 log-mel + logistic regression and against the random-init upstream of the same architecture; time per epoch of
 `selfsup pretrain` against a bare PyTorch loop of the same method (bench/bare_loop.py); codebook health of
 the quantizers from their pretraining metrics. Pretraining sees the words and sentences of the 12
@@ -50,7 +50,8 @@ def make_splits(out: Path) -> dict[str, dict[str, str]]:
     kws = split_manifest(words, out / "kws-train.csv", out / "kws-eval.csv", "speaker", held)
     spk = split_manifest(words, out / "spk-train.csv", out / "spk-eval.csv", "speed", ["fast"])
     frame = split_manifest(sentences, out / "frame-train.csv", out / "frame-eval.csv", "speaker", held)
-    return {"kws": {"train": str(kws[0]), "eval": str(kws[1]), "label": "word", "task": "utterance"},
+    return {"kws": {"train": str(kws[0]), "eval": str(kws[1]), "label": "word", "task": "utterance",
+                    "pooling": "mean+std"},
             "speaker": {"train": str(spk[0]), "eval": str(spk[1]), "label": "speaker", "task": "utterance",
                         "pooling": "mean+std"},
             "frame": {"train": str(frame[0]), "eval": str(frame[1]), "label": "alignment", "task": "frame"}}
@@ -71,7 +72,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--bare-steps", type=int, default=20)
-    ap.add_argument("--probe-epochs", type=int, default=None, help="default: the probe's own (60 utterance, 30 frame)")
+    ap.add_argument("--probe-epochs", type=int, default=None,
+                    help="default: the probe's own (5000 steps utterance, 30 epochs frame)")
     ap.add_argument("--probe-lr", type=float, default=2e-2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default=",".join(METHODS))

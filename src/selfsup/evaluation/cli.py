@@ -159,7 +159,7 @@ def add_parser(sub: Any) -> None:
                              "per-frame linear over alignment labels (eval.accuracy); ctc: per-frame linear over "
                              "characters + blank, CTC loss, greedy decoding (eval.wer, eval.cer)")
     speech.add_argument("--epochs", type=int, default=None, metavar="N",
-                        help="probe training epochs (default 60 utterance, 30 frame, 80 ctc)")
+                        help="probe training epochs (default: 5000 steps' worth for utterance, 30 frame, 80 ctc)")
     speech.add_argument("--lr", type=float, default=2e-2, help="Adam learning rate (default 2e-2)")
     speech.add_argument("--seed", type=int, default=0, metavar="S", help="probe initialization and batch order")
     speech.add_argument("--pooling", choices=["mean", "mean+std"], default="mean",

@@ -37,7 +37,11 @@ from selfsup.objectives.speech_base import lengths_mask, stack_padded
 TASKS = ("utterance", "frame", "ctc")
 POOLINGS = ("mean", "mean+std")
 DEFAULT_COLUMN = {"frame": "alignment", "ctc": "transcript"}
-DEFAULT_EPOCHS = {"utterance": 60, "frame": 30, "ctc": 80}
+DEFAULT_EPOCHS = {"frame": 30, "ctc": 80}
+# utterance heads train for a number of optimizer steps (as SUPERB's recipes do), not epochs: on a few hundred
+# clips 60 epochs are 600 steps and leave the head far from converged (speaker ID 0.87 -> 0.97 at 5000 steps,
+# training loss 0.3 -> 0.006, docs/benchmarks.md); the pooled features are cached, so a step costs microseconds
+DEFAULT_STEPS = {"utterance": 5000}
 SILENCE = "<sil>"
 BLANK = "<blank>"
 CACHE_BYTES = 4 << 30  # hidden states kept in memory (float16) up to this size, else recomputed per batch
@@ -337,8 +341,7 @@ def superb_probe(model: Any, train_sources: Sequence[str], eval_sources: Sequenc
     """Probe the frozen upstream `model` (a speech model folder, or an (encoder, front dict) pair such as
     `random_like(...)` gives) on `task`; returns metrics.json's dict, also written (with layer_weights.png) to
     `out` when given. `label_column` defaults to `alignment` (frame) and `transcript` (ctc)."""
-    epochs = DEFAULT_EPOCHS.get(task, 1) if epochs is None else epochs
-    check_options(task, epochs, lr, batch_size, pooling)
+    check_options(task, 1 if epochs is None else epochs, lr, batch_size, pooling)
     label_column = label_column or DEFAULT_COLUMN.get(task)
     if not label_column:
         raise SelfsupError("--label-column: --task utterance needs the column holding each clip's class "
@@ -353,6 +356,9 @@ def superb_probe(model: Any, train_sources: Sequence[str], eval_sources: Sequenc
     rate = output_frame_rate(encoder, train.rate)
     y_train, classes, _ = targets(train, output_frames(encoder, train), rate, task, label_column, "train")
     y_eval, _, texts = targets(held, output_frames(encoder, held), rate, task, label_column, "eval", classes)
+    if epochs is None:
+        per_epoch = -(-len(train) // batch_size)
+        epochs = -(-DEFAULT_STEPS[task] // per_epoch) if task in DEFAULT_STEPS else DEFAULT_EPOCHS[task]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     features = [UpstreamFeatures(encoder, d, front_end, pooling if task == "utterance" else None, layer_norm, device,
                                  cache_bytes)
