@@ -158,7 +158,7 @@ def _method_help(method) -> str:
 def add_parser(sub) -> None:
     from selfsup.adapt.registry import get_method, method_names
 
-    ft = sub.add_parser("finetune", help="fine-tune a checkpoint on a labeled text task",
+    ft = sub.add_parser("finetune", help="fine-tune a checkpoint on a labeled text, image or audio task",
                         description="Train a task head on MODEL (a selfsup run folder or a local HF checkpoint "
                                     "folder) and evaluate it every epoch.")
     ft.add_argument("--model", required=True, metavar="MODEL")
