@@ -229,7 +229,7 @@ class TablePreprocessor:
                 fill[c] = float(col.mean() if cfg.impute == "mean" else col.median())
             else:
                 raise SelfsupError(f"{where}: column {c!r} has no value to impute from (every row is missing)")
-        pre = cls(numeric, categorical, fill, [], [], label, cfg.impute)
+        pre = cls(numeric, categorical, fill, [], [], cfg.label_column, cfg.impute)
         x = pre.numeric_block(frame, spans)
         if cfg.standardize:
             scaler = StandardScaler().fit(x)  # a zero-variance column gets scale 1

@@ -1,7 +1,7 @@
 """Every plot selfsup draws (matplotlib, no display needed), as pure functions of numbers: pretraining loss
 curves, fine-tuning curves (loss and the main metric per epoch, one line per run), suite grids, similarity
-maps, the early-exit sweep, the pruning size/accuracy trade-off and a SUPERB probe's layer weights. Imports
-only `selfsup.fileio`, so any layer may draw."""
+maps, the early-exit sweep, the pruning size/accuracy trade-off, a SUPERB probe's layer weights and anomaly-score
+histograms. Imports only `selfsup.fileio`, so any layer may draw."""
 from __future__ import annotations
 
 import io
@@ -224,6 +224,42 @@ def plot_layer_weights(weights: Sequence[float], path: str | Path, title: str = 
     ax.set_ylabel("weight")
     ax.set_title(title or "learned layer weights", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_score_histogram(normal: Sequence[float], anomalous: Sequence[float] | None, path: str | Path,
+                         threshold: float | None = None, title: str = "") -> Path:
+    """Histograms of anomaly scores: normal rows vs anomalous rows (or all rows when `anomalous` is None),
+    on shared bins, with the decision threshold as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from selfsup.fileio import atomic_write_bytes
+
+    groups = {"normal": np.asarray(normal, float)} if anomalous is not None else {"all rows": np.asarray(normal, float)}
+    if anomalous is not None:
+        groups["anomalous"] = np.asarray(anomalous, float)
+    values = np.concatenate([v for v in groups.values() if len(v)])
+    log = values.min() > 0 and values.max() > 30 * values.min()  # heavy-tailed (reconstruction errors)
+    bins = np.geomspace(values.min(), values.max(), 41) if log else np.histogram_bin_edges(values, bins=40)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    if log:
+        ax.set_xscale("log")
+    for i, (name, v) in enumerate(groups.items()):
+        ax.hist(v, bins=bins, alpha=0.55, color=f"C{i}", label=f"{name} ({len(v)})",
+                weights=np.full(len(v), 1.0 / max(1, len(v))))
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("anomaly score (higher = more anomalous)")
+    ax.set_ylabel("fraction of rows")
+    ax.set_title(title or "anomaly scores")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path = Path(path)
     atomic_write_bytes(path, figure_bytes(fig))
