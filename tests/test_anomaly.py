@@ -105,3 +105,13 @@ def test_cli_bad_tables_exit_2_and_write_nothing(fitted, tmp_path):
     _one_line_exit_2(res, "other.csv", "column 'x2' is missing")
     assert not (tmp_path / "fit").exists() and not (tmp_path / "scored").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.csv", "other.csv"]
+
+
+def test_figures_are_pure_functions_of_numbers(tmp_path):
+    from selfsup.report.figures import plot_image_grid, plot_rate_distortion, plot_score_histogram
+
+    paths = [plot_score_histogram([0.1, 0.2, 0.3], [1.0, 5.0], tmp_path / "h.png", threshold=0.25),
+             plot_rate_distortion({"pca": [(2, 0.5), (4, 0.3)], "ae": [(2, 0.4), (4, 0.2)]}, tmp_path / "rd.png"),
+             plot_image_grid({"a": [np.eye(8)] * 3, "b": [np.ones((8, 8))] * 2}, tmp_path / "g.png", vmax=1)]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

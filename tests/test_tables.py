@@ -31,6 +31,7 @@ def test_csv_features_onehot_imputation_and_standardization(small_csv):
     assert data.labels.tolist() == [0, 0, 1, 0]
     median = load_table([str(small_csv)], TableDataConfig(impute="median")).preprocessor
     assert median.fill["a"] == 2.0
+    np.testing.assert_allclose(pre.inverse_numeric(data.x), [[1, 10], [2, 20], [7 / 3, 30], [4, 40]], rtol=1e-5)
 
 
 def test_preprocessing_saved_and_reapplied_unchanged(small_csv, tmp_path):

@@ -279,6 +279,11 @@ class TablePreprocessor:
             blocks.append(onehot)
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
+    def inverse_numeric(self, x: np.ndarray) -> np.ndarray:
+        """The numeric block of transformed rows back in the table's units (undo the standardization)."""
+        k = len(self.numeric)
+        return np.asarray(x)[:, :k] * np.asarray(self.scale) + np.asarray(self.mean)
+
     def to_dict(self) -> dict[str, Any]:
         return {"modality": "table", **dataclasses.asdict(self), "feature_names": self.feature_names}
 

@@ -1,7 +1,8 @@
 """Every plot selfsup draws (matplotlib, no display needed), as pure functions of numbers: pretraining loss
 curves, fine-tuning curves (loss and the main metric per epoch, one line per run), suite grids, similarity
-maps, the early-exit sweep, the pruning size/accuracy trade-off, a SUPERB probe's layer weights and anomaly-score
-histograms. Imports only `selfsup.fileio`, so any layer may draw."""
+maps, the early-exit sweep, the pruning size/accuracy trade-off, a SUPERB probe's layer weights,
+anomaly-score histograms, rate-distortion curves and image grids (VAE samples). Imports only
+`selfsup.fileio`, so any layer may draw."""
 from __future__ import annotations
 
 import io
@@ -261,6 +262,61 @@ def plot_score_histogram(normal: Sequence[float], anomalous: Sequence[float] | N
     ax.set_title(title or "anomaly scores")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_rate_distortion(curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path,
+                         xlabel: str = "code size", title: str = "") -> Path:
+    """One line per method: (code size, distortion) points, distortion on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for i, (name, points) in enumerate(curves.items()):
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, "-o", ms=4, color=f"C{i}", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out reconstruction MSE")
+    ax.set_title(title or "rate-distortion")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_image_grid(rows: Mapping[str, Sequence], path: str | Path, title: str = "", vmax: float | None = None) -> Path:
+    """A grid of grey images: one labelled row per entry of `rows` (name -> sequence of 2-d arrays)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    n_cols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(0.9 * n_cols + 1.2, 0.95 * len(rows) + 0.5), dpi=110,
+                             squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray_r", vmin=0, vmax=vmax)
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     path = Path(path)
     atomic_write_bytes(path, figure_bytes(fig))
     return path
