@@ -58,6 +58,9 @@ def test_trained_autoencoder_beats_an_untrained_one_on_planted_anomalies(fitted)
     assert det.threshold_ == pytest.approx(np.quantile(det.decision_function(train), 0.95))
     assert det.labels_.mean() == pytest.approx(0.05, abs=0.01)
     assert set(np.unique(det.predict(test))) == {0, 1}
+    from sklearn.base import clone
+
+    assert clone(det).get_params() == det.get_params() and clone(det).model_ is None  # unfitted copy
 
 
 def test_scores_identical_after_reload(fitted, tmp_path):

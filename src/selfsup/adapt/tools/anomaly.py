@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from selfsup.errors import SelfsupError
 from selfsup.fileio import atomic_dir, atomic_write_json
@@ -65,6 +66,11 @@ def fit_anomaly(data: Sequence[str] | str, out: str | os.PathLike, method: str =
     model = load_table_model(out)
     table = load_table(sources, model.recipe.data, model.preprocessor)
     scores = batched_scores(model, table.x)
+    if (table.labels == 1).any():
+        import sys
+
+        print(f"selfsup: note: {int((table.labels == 1).sum())} of the {len(scores)} training rows are labelled 1 "
+              "(anomaly); `anomaly fit` expects normal rows only", file=sys.stderr)
     info = {"method": method, "objective": recipe, "threshold": float(np.quantile(scores, 1 - contamination)),
             "contamination": contamination, "train_rows": int(len(scores)),
             "train_score_mean": float(scores.mean()), "train_score_std": float(scores.std()),
@@ -153,16 +159,17 @@ def _frame(X: Any):
     return pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])])
 
 
-class AutoEncoderDetector:
+class AutoEncoderDetector(BaseEstimator):
     """An auto-encoder anomaly detector with the pyod / scikit-learn interface: `fit(X)` on normal data,
     `decision_function(X)` (higher = more anomalous), `predict(X)` (1 = anomaly, at the threshold of the
-    (1 - contamination) quantile of the training scores), `threshold_`, `decision_scores_`, `labels_`.
-    X is an array or a DataFrame (string columns are one-hot encoded). Trains through `selfsup pretrain`."""
+    (1 - contamination) quantile of the training scores), `threshold_`, `decision_scores_`, `labels_`;
+    `get_params` / `set_params` / `sklearn.base.clone` work. X is an array or a DataFrame (string columns
+    are one-hot encoded). Trains through `selfsup pretrain`."""
 
     def __init__(self, method: str = "ae", max_steps: int | None = None, contamination: float = 0.05,
                  overrides: Sequence[str] = (), seed: int = 0, work_dir: str | os.PathLike | None = None):
         self.method, self.max_steps, self.contamination = method, max_steps, contamination
-        self.overrides, self.seed, self.work_dir = list(overrides), seed, work_dir
+        self.overrides, self.seed, self.work_dir = overrides, seed, work_dir
         self.model_ = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
@@ -178,7 +185,7 @@ class AutoEncoderDetector:
         frame.to_parquet(data, index=False)
         self.run_ = root / "run"
         info = fit_anomaly([str(data)], self.run_, self.method, max_steps=self.max_steps, seed=self.seed,
-                           overrides=self.overrides, contamination=self.contamination)
+                           overrides=list(self.overrides), contamination=self.contamination)
         self._load(self.run_, info)
         self.decision_scores_ = self.decision_function(frame)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
