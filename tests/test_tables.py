@@ -48,7 +48,8 @@ def test_columns_option_npz_tsv_parquet_and_breast_cancer(small_csv, tmp_path):
     assert load_table([str(small_csv)], TableDataConfig(columns="b,colour")).preprocessor.columns == ["b", "colour"]
     np.savez(tmp_path / "t.npz", x=np.arange(12.0).reshape(4, 3), y=np.array([0, 1, 0, 0]))
     d = load_table([str(tmp_path / "t.npz")], TableDataConfig())
-    assert d.x.shape == (4, 3) and d.labels.tolist() == [0, 1, 0, 0]
+    assert d.x.shape == (4, 3) and d.labels.tolist() == [0, 1, 0, 0] and d.preprocessor.columns == ["x0", "x1", "x2"]
+    assert load_table([str(tmp_path / "t.npz")] * 2, TableDataConfig(label_column="y")).labels.tolist() == [0, 1, 0, 0] * 2
     frame = pd.read_csv(small_csv)
     frame.to_csv(tmp_path / "t.tsv", sep="\t", index=False)
     frame.to_parquet(tmp_path / "t.parquet")

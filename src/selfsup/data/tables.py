@@ -1,4 +1,4 @@
-"""Tabular data: CSV / TSV (optionally .gz), Parquet, `.npz` (`x` and optionally `y`), Hugging Face data sets
+"""Tabular data: CSV / TSV (optionally .gz), Parquet, `.npz` (`x` and optionally `y`, its label column), Hugging Face data sets
 (`hf:NAME[:CONFIG][@SPLIT]`) and the embedded `sklearn:breast_cancer`.
 
 `data.columns` chooses the feature columns (default: every column but the label column, when the table has
@@ -84,7 +84,8 @@ def _npz(path: Path):
     if y is not None:
         if len(y) != len(x):
             raise SelfsupError(f"{path}: y has {len(y)} rows, x has {len(x)}")
-        frame["label"] = y
+        frame["y"] = y
+        frame.attrs["label_column"] = "y"  # an .npz table's labels are its y, whatever data.label_column says
     return frame
 
 
@@ -131,6 +132,14 @@ def read_table(source: str):
     return frame
 
 
+def label_in(frame, name: str | None) -> str | None:
+    """The table's label column: `name` when the table has it, else the one its format names (.npz: y)."""
+    if name and name in frame.columns:
+        return name
+    fallback = frame.attrs.get("label_column")
+    return fallback if fallback in frame.columns else None
+
+
 def row_name(source: str, i: int) -> str:
     """Where row i (0-based data row) of `source` is, for messages: text tables also give the line."""
     suffixes = [s.lower() for s in Path(source).suffixes]
@@ -154,7 +163,11 @@ def read_tables(sources: Sequence[str]):
         frames.append(f)
         spans.append((str(s), start, len(f)))
         start += len(f)
-    return (frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)), spans
+    if len(frames) == 1:
+        return frames[0], spans
+    combined = pd.concat(frames, ignore_index=True)
+    combined.attrs = dict(frames[0].attrs)  # the format's label column (.npz: y)
+    return combined, spans
 
 
 def locate(spans: list[tuple[str, int, int]], i: int) -> str:
@@ -197,7 +210,7 @@ class TablePreprocessor:
         from sklearn.preprocessing import StandardScaler
 
         where = spans[0][0] if len(spans) == 1 else "data"
-        label = cfg.label_column if cfg.label_column in frame.columns else None
+        label = label_in(frame, cfg.label_column)
         wanted = cfg.feature_columns()
         if wanted is None:
             wanted = [c for c in frame.columns if c != label]
@@ -325,7 +338,7 @@ def load_table(sources: Sequence[str], cfg: TableDataConfig,
     frame, spans = read_tables(sources)
     pre = preprocessor or TablePreprocessor.fit(frame, cfg, spans)
     x = pre.transform(frame, spans)
-    y = labels_of(frame, pre.label_column or cfg.label_column, spans)
+    y = labels_of(frame, label_in(frame, pre.label_column or cfg.label_column), spans)
     return TableSet(x, y if y is not None else np.full(len(x), -1, np.int64), pre)
 
 

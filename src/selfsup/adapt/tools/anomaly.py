@@ -113,7 +113,7 @@ def score_anomaly(model: str | os.PathLike, data: Sequence[str] | str, out: str 
     """Score every row of `data` with a fitted model; write scores.csv, metrics.json and scores.png to `out`."""
     import pandas as pd
 
-    from selfsup.data.tables import labels_of, read_tables
+    from selfsup.data.tables import label_in, labels_of, read_tables
     from selfsup.objectives.autoencoder_base import load_table_model
     from selfsup.report.figures import plot_score_histogram
 
@@ -128,7 +128,7 @@ def score_anomaly(model: str | os.PathLike, data: Sequence[str] | str, out: str 
         raise SelfsupError(f"{sources[0]}: --label-column: no column {label_column!r} (the table has "
                            f"{', '.join(list(frame.columns)[:12])})")
     x = ae.preprocessor.transform(frame, spans)
-    labels = labels_of(frame, label_column or ae.preprocessor.label_column, spans)
+    labels = labels_of(frame, label_column or label_in(frame, ae.preprocessor.label_column), spans)
     scores = batched_scores(ae, x)
     threshold = fitted.get("threshold")
     metrics = {"model": str(model), "data": sources, "objective": ae.name,
