@@ -78,3 +78,18 @@ def test_short_pretrain_lowers_the_loss(tmp_path, name, steps, extra):
         assert 0 < metrics["train_code_usage"] <= 1 and metrics["train_codebook_perplexity"] > 1
     if name == "vae":
         assert metrics["train_kl_weight"] == 1.0 and metrics["train_kl"] > 0  # no warm-up: the loss is the -ELBO
+
+
+def test_vqvae_resume_reproduces_the_uninterrupted_run(tmp_path):
+    """The codebook state (k-means init flag, EMA counts and sums) travels in the checkpoint: resume is exact."""
+    from safetensors.torch import load_file
+
+    from selfsup.engine.pretrain import pretrain
+
+    sets = FAST + ["train.schedule=constant", "train.checkpoint_every=15"]
+    pretrain("vqvae", ["sklearn:breast_cancer"], tmp_path / "whole", max_steps=30, overrides=sets, progress=False)
+    pretrain("vqvae", ["sklearn:breast_cancer"], tmp_path / "split", max_steps=15, overrides=sets, progress=False)
+    pretrain("vqvae", ["sklearn:breast_cancer"], tmp_path / "split", max_steps=30, overrides=sets, resume=True,
+             progress=False)
+    a, b = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("whole", "split"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
