@@ -8,7 +8,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["pretrain", "finetune", "evaluate", "predict", "probe", "embed", "incontext", "distill", "prune",
-           "early_exit", "benchmark", "load_recipe", "list_recipes", "SelfsupError"]
+           "early_exit", "benchmark", "load_recipe", "list_recipes", "SelfsupError", "AutoEncoderDetector"]
 
 from selfsup.errors import SelfsupError
 
@@ -103,3 +103,12 @@ def benchmark(suite: str, out: str | None = None, **kwargs: Any) -> dict:
     from selfsup.adapt.tools.suite import run_suite as _f
 
     return _f(suite, out, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """`selfsup.AutoEncoderDetector` (anomaly detection on tables, pyod interface), imported on first use."""
+    if name == "AutoEncoderDetector":
+        from selfsup.adapt.tools.anomaly import AutoEncoderDetector
+
+        return AutoEncoderDetector
+    raise AttributeError(f"module 'selfsup' has no attribute {name!r}")

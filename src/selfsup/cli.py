@@ -13,7 +13,7 @@ from selfsup.errors import SelfsupError
 
 # modules that add more verbs: each has `add_parser(subparsers)` and keeps heavy imports inside its functions
 VERB_MODULES: tuple[str, ...] = ("selfsup.evaluation.cli", "selfsup.adapt.cli", "selfsup.adapt.speech_cli",
-                                  "selfsup.data.cli")
+                                  "selfsup.adapt.anomaly_cli", "selfsup.data.cli")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -31,7 +31,9 @@ def _print_metrics(metrics: dict, out: str) -> None:
     keys = ["steps", "train_loss", "heldout_loss", "heldout_perplexity", "throughput_per_s"]
     shown = ", ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
                       for k in keys if metrics.get(k) is not None)
-    print(f"done: {shown}\nwrote {out}/model (Hugging Face format), {out}/metrics.json")
+    fmt = "safetensors + config.json + preprocessing.json" if metrics.get("model_type") == "mlp" else \
+        "Hugging Face format"
+    print(f"done: {shown}\nwrote {out}/model ({fmt}), {out}/metrics.json")
 
 
 def _recipes(args: argparse.Namespace) -> int:

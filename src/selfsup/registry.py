@@ -22,6 +22,8 @@ _OBJECTIVE_MODULES = {
     **{name: f"selfsup.objectives.{name}" for name in (  # speech
         "mockingjay", "tera", "apc", "temporal_gap", "cpc", "wav2vec2", "vq_wav2vec", "hubert", "data2vec",
         "best_rq", "delores", "speech_simclr")},
+    **{name: f"selfsup.objectives.{name}" for name in (  # tables
+        "autoencoder", "denoising_autoencoder", "vae", "vqvae")},
 }
 _BACKBONE_MODULES = {
     "bert": "selfsup.backbones.text",
@@ -34,6 +36,7 @@ _BACKBONE_MODULES = {
     "vit": "selfsup.backbones.vision",
     "igpt": "selfsup.backbones.igpt",
     **{name: "selfsup.backbones.speech" for name in ("wav2vec2", "hubert", "data2vec-audio", "conformer", "gru")},
+    "mlp": "selfsup.backbones.tabular",
 }
 OBJECTIVES: dict[str, type] = {}
 BACKBONES: dict[str, type] = {}

@@ -1,7 +1,8 @@
 """Every plot selfsup draws (matplotlib, no display needed), as pure functions of numbers: pretraining loss
 curves, fine-tuning curves (loss and the main metric per epoch, one line per run), suite grids, similarity
-maps, the early-exit sweep, the pruning size/accuracy trade-off and a SUPERB probe's layer weights. Imports
-only `selfsup.fileio`, so any layer may draw."""
+maps, the early-exit sweep, the pruning size/accuracy trade-off, a SUPERB probe's layer weights,
+anomaly-score histograms, rate-distortion curves and image grids (VAE samples). Imports only
+`selfsup.fileio`, so any layer may draw."""
 from __future__ import annotations
 
 import io
@@ -225,6 +226,97 @@ def plot_layer_weights(weights: Sequence[float], path: str | Path, title: str = 
     ax.set_title(title or "learned layer weights", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_score_histogram(normal: Sequence[float], anomalous: Sequence[float] | None, path: str | Path,
+                         threshold: float | None = None, title: str = "") -> Path:
+    """Histograms of anomaly scores: normal rows vs anomalous rows (or all rows when `anomalous` is None),
+    on shared bins, with the decision threshold as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from selfsup.fileio import atomic_write_bytes
+
+    groups = {"normal": np.asarray(normal, float)} if anomalous is not None else {"all rows": np.asarray(normal, float)}
+    if anomalous is not None:
+        groups["anomalous"] = np.asarray(anomalous, float)
+    values = np.concatenate([v for v in groups.values() if len(v)])
+    log = values.min() > 0 and values.max() > 30 * values.min()  # heavy-tailed (reconstruction errors)
+    bins = np.geomspace(values.min(), values.max(), 41) if log else np.histogram_bin_edges(values, bins=40)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    if log:
+        ax.set_xscale("log")
+    for i, (name, v) in enumerate(groups.items()):
+        ax.hist(v, bins=bins, alpha=0.55, color=f"C{i}", label=f"{name} ({len(v)})",
+                weights=np.full(len(v), 1.0 / max(1, len(v))))
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("anomaly score (higher = more anomalous)")
+    ax.set_ylabel("fraction of rows")
+    ax.set_title(title or "anomaly scores")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_rate_distortion(curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path,
+                         xlabel: str = "code size", title: str = "") -> Path:
+    """One line per method: (code size, distortion) points, distortion on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for i, (name, points) in enumerate(curves.items()):
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, "-o", ms=4, color=f"C{i}", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out reconstruction MSE")
+    ax.set_title(title or "rate-distortion")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_image_grid(rows: Mapping[str, Sequence], path: str | Path, title: str = "", vmax: float | None = None) -> Path:
+    """A grid of grey images: one labelled row per entry of `rows` (name -> sequence of 2-d arrays)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    n_cols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(0.9 * n_cols + 1.2, 0.95 * len(rows) + 0.5), dpi=110,
+                             squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray_r", vmin=0, vmax=vmax)
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     path = Path(path)
     atomic_write_bytes(path, figure_bytes(fig))
     return path
