@@ -16,9 +16,10 @@ def test_demo_runs_end_to_end_and_protects_other_folders(tmp_path):
     assert 0 <= summary["dialogue_accuracy_pretrained"] <= 1 and 0 <= summary["dialogue_accuracy_scratch"] <= 1
     assert 0 <= summary["speech_kws_pretrained"] <= 1 and 0 <= summary["speech_kws_logmel"] <= 1
     assert abs(sum(summary["speech_layer_weights"]) - 1) < 1e-5
+    assert 0 <= summary["anomaly_auroc_vae"] <= 1 and 0.8 < summary["anomaly_auroc_isolation_forest"] <= 1
     for name in ("pretrain/model/model.safetensors", "pretrain/loss_curve.png", "images/features_pca.png",
                  "downstream/curves.png", "downstream/pretrained/model/config.json",
-                 "speech/probe/layer_weights.png", "speech/apc/model/preprocessing.json"):
+                 "speech/probe/layer_weights.png", "speech/apc/model/preprocessing.json", "anomaly/scores.png"):
         assert (out / name).is_file(), name
     assert "Cloze on held-out passages" in res.stdout
     assert "it/s" not in res.stdout and "\r" not in res.stdout  # progress goes to stderr, stdout has results
