@@ -25,40 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selfsup.adapt.tools.anomaly import baseline_scores, one_class_split
+
 AE_METHODS = ["ae", "dae", "vae", "vqvae"]
 BASELINES = ["isolation_forest", "lof", "ocsvm"]
 COMMON = ["train.eval_every=100000", "train.checkpoint_every=100000", "train.threads=1", "train.log_every=50"]
-
-
-def splits(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train rows (normal only), test rows, test labels 1 = anomaly) for one data set and seed."""
-    from sklearn.datasets import load_breast_cancer, load_digits
-
-    if name == "breast_cancer":
-        d = load_breast_cancer()
-        x, anomaly = d.data, (d.target == 0).astype(int)  # sklearn target 0 = malignant = the anomaly
-    else:
-        d = load_digits()
-        x, anomaly = d.data, (d.target != int(name.split("-")[1])).astype(int)
-    rng = np.random.default_rng([seed, 17])
-    normal = rng.permutation(np.flatnonzero(anomaly == 0))
-    n_train = int(0.6 * len(normal))
-    test = np.concatenate([normal[n_train:], np.flatnonzero(anomaly == 1)])
-    return x[normal[:n_train]].astype(np.float32), x[test].astype(np.float32), anomaly[test]
-
-
-def baseline_scores(method: str, train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
-    from sklearn.ensemble import IsolationForest
-    from sklearn.neighbors import LocalOutlierFactor
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import OneClassSVM
-
-    scaler = StandardScaler().fit(train)
-    a, b = scaler.transform(train), scaler.transform(test)
-    model = {"isolation_forest": IsolationForest(n_estimators=200, random_state=seed),
-             "lof": LocalOutlierFactor(n_neighbors=20, novelty=True),
-             "ocsvm": OneClassSVM(gamma="scale", nu=0.05)}[method].fit(a)
-    return -model.score_samples(b)  # sklearn: higher = more normal
 
 
 def code_usage(det, x: np.ndarray) -> float:
@@ -98,7 +69,7 @@ def main() -> None:
     datasets, methods = args.datasets.split(","), args.methods.split(",")
     for ds in datasets:
         for seed in range(args.seeds):
-            train, test, labels = splits(ds, seed)
+            train, test, labels = one_class_split(ds, seed)
             for m in methods + BASELINES:
                 t0 = time.time()
                 if m in BASELINES:
@@ -116,7 +87,7 @@ def main() -> None:
                                      ("random init, replacement", False, 1.0),
                                      ("random init, no replacement", False, 0.0)):
         for seed in range(args.seeds):
-            train, test, labels = splits("breast_cancer", seed)
+            train, test, labels = one_class_split("breast_cancer", seed)
             det = AutoEncoderDetector(method="vqvae", max_steps=args.steps, seed=seed, overrides=COMMON + [
                 f"objective.codebook_size={args.codebook_size}", f"objective.dead_code_threshold={threshold}",
                 f"objective.kmeans_init={str(kmeans).lower()}"]).fit(train)

@@ -196,29 +196,18 @@ def anomaly_section(out: Path, console, steps: int = 400) -> dict:
     """A VAE trained on the benign rows of scikit-learn's breast-cancer table (60%, seed 0) scores the other
     benign rows and every malignant one (the anomalies) by reconstruction; AUROC against IsolationForest on the
     same standardized rows, and both score histograms (out/anomaly/scores.png)."""
-    import numpy as np
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.ensemble import IsolationForest
     from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import StandardScaler
 
-    from selfsup.adapt.tools.anomaly import AutoEncoderDetector
+    from selfsup.adapt.tools.anomaly import AutoEncoderDetector, baseline_scores, one_class_split
     from selfsup.report.figures import plot_score_histogram
 
     console.rule("[bold]tables: anomaly detection with a VAE (breast-cancer table, malignant = anomaly)")
     folder = out / "anomaly"
-    d = load_breast_cancer()
-    anomaly = (d.target == 0).astype(int)  # scikit-learn's target 0 = malignant
-    normal = np.random.default_rng([0, 17]).permutation(np.flatnonzero(anomaly == 0))
-    n_train = int(0.6 * len(normal))
-    test = np.concatenate([normal[n_train:], np.flatnonzero(anomaly == 1)])
-    train_x, test_x, y = d.data[normal[:n_train]], d.data[test], anomaly[test]
+    train_x, test_x, y = one_class_split("breast_cancer", 0)
     detector = AutoEncoderDetector(method="vae", max_steps=steps, work_dir=folder / "vae",
                                    overrides=["train.eval_every=100000", "train.checkpoint_every=100000"])
     scores = detector.fit(train_x).decision_function(test_x)
-    scaler = StandardScaler().fit(train_x)
-    forest = -IsolationForest(n_estimators=200, random_state=0).fit(scaler.transform(train_x)).score_samples(
-        scaler.transform(test_x))
+    forest = baseline_scores("isolation_forest", train_x, test_x, 0)
     auroc = {"vae": float(roc_auc_score(y, scores)), "isolation_forest": float(roc_auc_score(y, forest))}
     plot_score_histogram(scores[y == 0], scores[y == 1], folder / "scores.png", detector.threshold_,
                          f"VAE reconstruction scores: AUROC {auroc['vae']:.3f}")

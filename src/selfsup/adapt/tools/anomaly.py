@@ -159,6 +159,41 @@ def _frame(X: Any):
     return pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])])
 
 
+def one_class_split(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The anomaly benchmark's (and the demo's) one-class split of a scikit-learn set: `breast_cancer`
+    (malignant = anomaly) or `digits-K` (digit K normal): (train rows, 60% of the normal ones, test rows, the
+    other normal rows + every anomaly, test labels 1 = anomaly), drawn from `seed`."""
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    if name == "breast_cancer":
+        d = load_breast_cancer()
+        x, anomaly = d.data, (d.target == 0).astype(int)  # sklearn target 0 = malignant = the anomaly
+    else:
+        d = load_digits()
+        x, anomaly = d.data, (d.target != int(name.split("-")[1])).astype(int)
+    rng = np.random.default_rng([seed, 17])
+    normal = rng.permutation(np.flatnonzero(anomaly == 0))
+    n_train = int(0.6 * len(normal))
+    test = np.concatenate([normal[n_train:], np.flatnonzero(anomaly == 1)])
+    return x[normal[:n_train]].astype(np.float32), x[test].astype(np.float32), anomaly[test]
+
+
+def baseline_scores(method: str, train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+    """Anomaly scores (higher = more anomalous) of scikit-learn's `isolation_forest`, `lof` or `ocsvm`, fitted
+    on the standardized normal training rows."""
+    from sklearn.ensemble import IsolationForest
+    from sklearn.neighbors import LocalOutlierFactor
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import OneClassSVM
+
+    scaler = StandardScaler().fit(train)
+    a, b = scaler.transform(train), scaler.transform(test)
+    model = {"isolation_forest": IsolationForest(n_estimators=200, random_state=seed),
+             "lof": LocalOutlierFactor(n_neighbors=20, novelty=True),
+             "ocsvm": OneClassSVM(gamma="scale", nu=0.05)}[method].fit(a)
+    return -model.score_samples(b)  # sklearn: higher = more normal
+
+
 class AutoEncoderDetector(BaseEstimator):
     """An auto-encoder anomaly detector with the pyod / scikit-learn interface: `fit(X)` on normal data,
     `decision_function(X)` (higher = more anomalous), `predict(X)` (1 = anomaly, at the threshold of the
