@@ -119,8 +119,9 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resume(out: Path, r: Recipe) -> None:
-    """Before anything is written: the checkpoint loads safely, and no override changes what it restores."""
+def check_resume(out: Path, r: Recipe, overrides_given: bool = True) -> int:
+    """Before anything is written: the checkpoint loads safely, and (when the recipe came from the run's
+    config.yaml plus overrides) no override changes what it restores; returns the checkpoint's step."""
     import warnings
 
     import torch
@@ -128,15 +129,17 @@ def check_resume(out: Path, r: Recipe) -> None:
     try:
         with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before refusing it
             warnings.simplefilter("ignore")
-            torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+            state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # a pickled, truncated or foreign file: never unpickled, one line
         raise SelfsupError(f"{out / CHECKPOINT}: cannot resume from it (not a checkpoint that loads with "
                            f"weights_only=True: {type(e).__name__})") from None
-    saved = _flat(load_recipe(_saved_config(out)).to_dict())
-    for key, value in _flat(r.to_dict()).items():
-        if key not in RESUMABLE_KEYS and saved.get(key) != value:
-            raise SelfsupError(f"--set {key}={value}: the resumed run restores {key}={saved.get(key)} from its "
-                               "checkpoint (optimizer, schedule, model, data); start a new run to change it")
+    if overrides_given:
+        saved = _flat(load_recipe(_saved_config(out)).to_dict())
+        for key, value in _flat(r.to_dict()).items():
+            if key not in RESUMABLE_KEYS and saved.get(key) != value:
+                raise SelfsupError(f"--set {key}={value}: the resumed run restores {key}={saved.get(key)} from "
+                                   "its checkpoint (optimizer, schedule, model, data); start a new run to change it")
+    return int(state["global_step"])
 
 
 REMOTE_CODE_KEYS = (("model",), ("data", "tokenizer"))  # the sections that carry a trust_remote_code key
@@ -161,8 +164,7 @@ def _run(recipe, sources: list[str], out: Path, resume: bool, overrides: list[st
     restart = resume and (out / "config.yaml").is_file() and not (out / CHECKPOINT).is_file()
     r = _resolve(recipe, out, resume, overrides)
     check_remote_code(r, trust_remote_code)
-    if resume and not restart and not isinstance(recipe, Recipe):
-        check_resume(out, r)
+    start_step = check_resume(out, r, not isinstance(recipe, Recipe)) if resume and not restart else 0
     if r.train.warmup_steps > r.train.max_steps:  # a --max-steps below the recipe's warm-up: shorten it
         r.train.warmup_steps = r.train.max_steps // 10
     if restart:  # --resume of a run killed before its first checkpoint: it starts from step 0
@@ -172,7 +174,7 @@ def _run(recipe, sources: list[str], out: Path, resume: bool, overrides: list[st
 
     objective_cls = get_objective(r.name)
     prepared = objective_cls.prepare(r, sources)  # reads + validates data; nothing written to `out` yet
-    return _train(r, objective_cls, prepared, out, resume, callbacks or [], progress, quiet)
+    return _train(r, objective_cls, prepared, out, resume, callbacks or [], progress, quiet, start_step)
 
 
 def _launched_child() -> bool:
@@ -185,7 +187,7 @@ def _world(cfg) -> int:
 
 
 def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callbacks: list, progress: bool,
-           quiet: bool) -> dict[str, Any]:
+           quiet: bool, start_step: int = 0) -> dict[str, Any]:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
@@ -256,9 +258,6 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
                                      StepBatches(len(prepared.heldout), eval_batch, world, rank, c.seed,
                                                  shuffle=False, limit=n_eval), c.seed, HELDOUT)
     started = time.perf_counter()
-    start_step = 0
-    if resume:
-        start_step = int(torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)["global_step"])
     with contextlib.redirect_stdout(sys.stderr):  # Lightning's progress bars write to stdout: results only there
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=heldout_loader,
                     ckpt_path=str(out / CHECKPOINT) if resume else None, weights_only=True)
