@@ -21,6 +21,10 @@ def test_demo_runs_end_to_end_and_protects_other_folders(tmp_path):
                  "downstream/curves.png", "downstream/pretrained/model/config.json",
                  "speech/probe/layer_weights.png", "speech/apc/model/preprocessing.json", "anomaly/scores.png"):
         assert (out / name).is_file(), name
+    # one page holds every picture the demo drew
+    page = (out / "report.html").read_text()
+    pictures = [p for p in out.rglob("*.png") if "model" not in p.parts]
+    assert len(pictures) >= 5 and page.count("<img ") == len(pictures) and "Compared: " in page
     assert "Cloze on held-out passages" in res.stdout
     assert "it/s" not in res.stdout and "\r" not in res.stdout  # progress goes to stderr, stdout has results
     # a second demo replaces the first; a folder the demo did not make is refused
