@@ -1,6 +1,7 @@
 """`selfsup data SET ...`: make a data set. One sub-verb per kind of set:
 
 * `speech-words`: labeled English speech synthesized offline with eSpeak NG (selfsup.data.speech_synth).
+* `artificial`: pretraining corpora with one kind of structure each (selfsup.data.artificial).
 
 Imports nothing heavy until a sub-verb runs, so `selfsup --help` stays instant.
 """
@@ -21,6 +22,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=lambda args: _usage(p))
     sets = p.add_subparsers(dest="data_set", metavar="SET")
     _add_speech_words(sets)
+    _add_artificial(sets)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -60,6 +62,49 @@ def _speech_words(args: argparse.Namespace) -> int:
     for path in [manifest] + ([out / "sentences" / "manifest.csv"] if args.sentences else []):
         clips, seconds = _summary(path)
         print(f"wrote {path} ({clips} clips, {seconds:.1f} seconds)")
+    return 0
+
+
+def _add_artificial(sets: Any) -> None:
+    p = sets.add_parser("artificial", help="a pretraining corpus with one kind of structure (random, paired, "
+                        "nested, shuffled real text)",
+                        description="Write a corpus of exactly --tokens tokens, one sequence of --length tokens "
+                                    "per line: random (uniform tokens), paired (each token and its partner in "
+                                    "one sequence, crossing), nested (bracket-like, properly nested), shuffled "
+                                    "(--source's words, n-grams of --window words shuffled within each "
+                                    "sequence; --window 1 is a bag of words). Then pretrain on it as usual.")
+    p.add_argument("--kind", required=True, choices=["random", "paired", "nested", "shuffled"])
+    p.add_argument("--out", required=True, metavar="FILE", help="the corpus to write (a new file)")
+    p.add_argument("--vocab", type=int, default=500, metavar="N", help="vocabulary size (default 500; even for "
+                   "paired and nested)")
+    p.add_argument("--tokens", type=int, default=200_000, metavar="N", help="tokens in all (default 200000)")
+    p.add_argument("--length", type=int, default=64, metavar="L", help="tokens per sequence (default 64)")
+    p.add_argument("--source", action="append", metavar="CORPUS", help="the real text for --kind shuffled "
+                   "(files, folders or hf:, like pretrain --data; repeatable)")
+    p.add_argument("--window", type=int, default=1, metavar="W", help="words kept in order (default 1)")
+    p.add_argument("--words-from", action="append", metavar="CORPUS", help="write token k as the k-th most "
+                   "frequent word of CORPUS (so a tokenizer of that language covers it); default w0, w1, ...")
+    p.add_argument("--max-depth", type=int, default=None, metavar="D", help="nesting depth limit (nested)")
+    p.add_argument("--seed", type=int, default=0, metavar="S")
+    p.set_defaults(func=_artificial)
+
+
+def _artificial(args: argparse.Namespace) -> int:
+    from selfsup.data.artificial import corpus_words, frequent_words, write_artificial
+
+    if args.source and args.kind != "shuffled":
+        raise SelfsupError(f"--source is only for --kind shuffled (got --kind {args.kind})")
+    if args.words_from and args.kind == "shuffled":
+        raise SelfsupError("--words-from is not for --kind shuffled (its tokens are --source's own words)")
+    if Path(args.out).exists():  # before reading any corpus
+        raise SelfsupError(f"{args.out}: already exists; choose another --out")
+    words = corpus_words(args.source) if args.source else None
+    names = frequent_words(corpus_words(args.words_from), args.vocab) if args.words_from else None
+    info = write_artificial(args.out, args.kind, args.tokens, vocab=args.vocab, length=args.length,
+                            seed=args.seed, source_words=words, window=args.window, max_depth=args.max_depth,
+                            names=names)
+    print(f"wrote {info['out']}: {info['kind']}, {info['tokens']} tokens in {info['lines']} lines, "
+          f"{info['distinct_tokens']} distinct tokens")
     return 0
 
 
