@@ -191,9 +191,8 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger
-
     from selfsup.engine.checkpoint import AtomicCheckpointIO
+    from selfsup.loggers import make_loggers
     from selfsup.engine.module import PretrainModule, quiet_lightning, resolve_precision
     from selfsup.engine.stream import HELDOUT, TRAIN, StepBatches, make_loader
 
@@ -238,7 +237,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
         strategy=strategy, precision=resolve_precision(c.precision, accelerator),
         sync_batchnorm=bool(c.sync_batchnorm and world > 1 and on_gpu),
         gradient_clip_val=c.grad_clip or None, accumulate_grad_batches=c.accumulate,
-        logger=CSVLogger(str(out), name="logs", version=f"attempt-{attempt}"),
+        logger=make_loggers(c.logger, out, f"attempt-{attempt}", run_name=r.name),
         callbacks=[ckpt, *([TQDMProgressBar(refresh_rate=max(1, c.log_every // 2))] if progress else []),
                    *objective.callbacks(), *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=min(c.log_every, c.max_steps),

@@ -49,8 +49,13 @@ class TrainConfig:
     sync_batchnorm: bool = dataclasses.field(default=True, metadata={"doc": (
         "BatchNorm statistics over the global batch under multi-GPU DDP (SyncBatchNorm); torch has none on CPU")})
     threads: int = bounded(0, ge=0, doc="torch intra-op threads per process; 0 = torch's default")
+    logger: Literal["csv", "tensorboard", "wandb", "mlflow"] = dataclasses.field(default="csv", metadata={
+        "doc": "where curves go besides logs/*.csv: tensorboard/, wandb/ (offline), mlruns/ (Lightning's loggers)"})
 
     def validate(self) -> None:
+        from selfsup.loggers import check_logger
+
+        check_logger(self.logger, key="logger")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise SelfsupError(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
 

@@ -303,9 +303,8 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
     and per-batch statistics logged per epoch as `train_<name>`; `eval_fn(model)` returns the evaluation
     (global rank 0 only); `main_metric` selects the best epoch (`cfg.keep_best`); `train_mode(model)` runs after
     `model.train()` each epoch (e.g. a frozen encoder back to eval mode); `params` restricts the optimizer."""
-    from lightning.pytorch.loggers import CSVLogger
-
     from selfsup.engine.checkpoint import AtomicCheckpointIO
+    from selfsup.loggers import make_loggers
 
     quiet_lightning()
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
@@ -343,7 +342,7 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
             max_steps=total_steps - module.steps_done, max_epochs=epochs - module.epochs_done, accelerator=accelerator, devices=devices,
             num_nodes=cfg.num_nodes, strategy=strategy, precision=resolve_precision(cfg.precision, accelerator),
             gradient_clip_val=cfg.grad_clip or None, accumulate_grad_batches=cfg.accumulate,
-            logger=CSVLogger(str(log_dir), name="logs", version=version) if log_dir is not None else False,
+            logger=make_loggers(cfg.logger, Path(log_dir), version) if log_dir is not None else False,
             log_every_n_steps=max(1, min(50, per_epoch)), enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
             use_distributed_sampler=False, default_root_dir=tmp, plugins=[AtomicCheckpointIO()])

@@ -39,11 +39,16 @@ class FinetuneConfig:
                                                                         "ddp_fork, fsdp, ..."})
     precision: str = dataclasses.field(default="auto", metadata={"doc": "auto (bf16-mixed on GPUs with bf16, "
                                                                          "else 32), 32, bf16-mixed, 16-mixed"})
+    logger: Literal["csv", "tensorboard", "wandb", "mlflow"] = dataclasses.field(default="csv", metadata={
+        "doc": "where curves go besides logs/*.csv: tensorboard/, wandb/ (offline), mlruns/ (Lightning's loggers)"})
     doc_stride: int = bounded(64, ge=0, doc="extractive-qa: tokens shared by consecutive windows")
     max_answer_length: int = bounded(30, ge=1, doc="extractive-qa: longest answer in tokens")
     n_best: int = bounded(20, ge=1, doc="extractive-qa: top starts x top ends searched per window")
 
     def validate(self) -> None:
+        from selfsup.loggers import check_logger
+
+        check_logger(self.logger, key="logger")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda") and self.device != "mps":
             raise SelfsupError(f"device: expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
         world = self.devices * self.num_nodes * self.accumulate
