@@ -51,12 +51,22 @@ def worker(rank: int, init: str, out: str) -> None:
     enqueue(queue, ptr, gather_detached(keys[rows]))
     results["queue"] = (queue, int(ptr))
     torch.save(results, f"{out}-{rank}.pt")
+    dist.barrier()  # neither rank tears the group down while the other still talks to it
     dist.destroy_process_group()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_two_process_losses_and_gradients_equal_one_process(tmp_path):
     out = str(tmp_path / "rank")
-    mp.spawn(worker, args=(f"file://{tmp_path / 'pg'}", out), nprocs=WORLD, join=True)
+    # a TCP store, as Lightning uses (CI once saw SIGABRT at teardown with a file:// store)
+    mp.spawn(worker, args=(f"tcp://127.0.0.1:{free_port()}", out), nprocs=WORLD, join=True)
     ranks = [torch.load(f"{out}-{r}.pt", weights_only=True) for r in range(WORLD)]
     for name in LOSSES:
         loss, grads = one_process(name)
