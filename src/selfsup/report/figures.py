@@ -1,13 +1,13 @@
 """Every plot selfsup draws (matplotlib, no display needed), as pure functions of numbers: pretraining loss
 curves, fine-tuning curves (loss and the main metric per epoch, one line per run), suite grids, similarity
 maps, the early-exit sweep, the pruning size/accuracy trade-off, a SUPERB probe's layer weights,
-anomaly-score histograms, rate-distortion curves and image grids (VAE samples). Imports only
+anomaly-score histograms, rate-distortion curves, image grids (VAE samples) and 2-D scatter panels. Imports only
 `selfsup.fileio`, so any layer may draw."""
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 
 def figure_bytes(fig) -> bytes:
@@ -317,6 +317,32 @@ def plot_image_grid(rows: Mapping[str, Sequence], path: str | Path, title: str =
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path
+
+
+def plot_groups_2d(panels: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Side-by-side scatter plots of 2-D points, one colour per group (e.g. two languages' word embeddings
+    before and after an alignment); `panels` is {panel title: {group: array of shape (n, 2)}}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), dpi=110, squeeze=False)
+    for ax, (name, groups) in zip(axes[0], panels.items()):
+        for group, points in groups.items():
+            ax.scatter(points[:, 0], points[:, 1], s=8, alpha=0.6, label=group)
+        ax.set_title(name)
+        ax.set_xlabel("principal axis 1")
+        ax.set_ylabel("principal axis 2")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     path = Path(path)
     atomic_write_bytes(path, figure_bytes(fig))
     return path
