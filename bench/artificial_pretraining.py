@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--shots", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated names of KINDS")
+    ap.add_argument("--kinds", default=";".join(KINDS), help="names of KINDS, separated by ;")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "artificial"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -70,7 +70,7 @@ def main() -> None:
     out.mkdir(parents=True)
     task = austen_speech_task(out / "task", train_per_class=200, eval_per_class=300)
     corpora = {name: make_corpus(name, out / "corpora", task["unlabeled"], args.tokens, args.vocab)
-               for name in ["English"] + [k for k in args.kinds.split(",") if k != "English"]}
+               for name in ["English"] + [k for k in args.kinds.split(";") if k != "English"]}
     common = ["train.log_every=20", "train.eval_every=100000", "train.checkpoint_every=100000"]
     runs = {name: out / "pretrain" / slug(name) for name in corpora}  # English first: its tokenizer serves all
     results: dict[str, dict] = {}

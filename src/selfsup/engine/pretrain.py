@@ -108,7 +108,7 @@ def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.P
 
 # what a resumed run can honour: the restored optimizer, schedule and data stream fix everything else
 RESUMABLE_KEYS = {"train.max_steps", "train.log_every", "train.eval_every", "train.eval_batches",
-                  "train.checkpoint_every", "train.num_workers", "train.threads", "train.devices", "train.num_nodes",
+                  "train.checkpoint_every", "train.export_every", "train.num_workers", "train.threads", "train.devices", "train.num_nodes",
                   "train.accelerator", "train.strategy", "train.compile"}
 
 
@@ -192,6 +192,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from selfsup.engine.checkpoint import AtomicCheckpointIO
+    from selfsup.engine.exports import ExportEvery
     from selfsup.loggers import make_loggers
     from selfsup.engine.module import PretrainModule, quiet_lightning, resolve_precision
     from selfsup.engine.stream import HELDOUT, TRAIN, StepBatches, make_loader
@@ -230,6 +231,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     if strategy == "auto" and world > 1:
         strategy = "ddp"
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    exports = ExportEvery(objective, out / "exports", c.export_every) if c.export_every else None
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_train_steps=c.checkpoint_every,
                            save_top_k=1, save_last=False, enable_version_counter=False)
     trainer = L.Trainer(
@@ -239,7 +241,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
         gradient_clip_val=c.grad_clip or None, accumulate_grad_batches=c.accumulate,
         logger=make_loggers(c.logger, out, f"attempt-{attempt}", run_name=r.name),
         callbacks=[ckpt, *([TQDMProgressBar(refresh_rate=max(1, c.log_every // 2))] if progress else []),
-                   *objective.callbacks(), *callbacks],
+                   *([exports] if exports else []), *objective.callbacks(), *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=min(c.log_every, c.max_steps),
         val_check_interval=c.eval_every * c.accumulate, check_val_every_n_epoch=None,
         limit_val_batches=c.eval_batches, num_sanity_val_steps=0, use_distributed_sampler=False,
@@ -273,6 +275,8 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     metrics = _summarize(r, out, objective, trainer, seconds, trainer.global_step - start_step, final)
     with atomic_dir(out / "model", replace=True) as tmp:
         objective.export(tmp)
+    if exports is not None:
+        exports.export(trainer.global_step)
     from selfsup.report.figures import plot_training_curves
 
     plot_training_curves(read_logged(out), out / "loss_curve.png", title=out.name)

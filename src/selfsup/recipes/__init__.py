@@ -40,6 +40,7 @@ class TrainConfig:
     eval_every: int = bounded(100, gt=0)
     eval_batches: int = bounded(20, gt=0)
     checkpoint_every: int = bounded(100, gt=0)
+    export_every: int = bounded(0, ge=0, doc="keep a Hugging Face export every N steps in exports/ (0: off)")
     devices: int = bounded(1, gt=0)
     num_nodes: int = bounded(1, gt=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"

@@ -346,3 +346,31 @@ def plot_groups_2d(panels: Mapping[str, Mapping[str, Any]], path: str | Path, ti
     path = Path(path)
     atomic_write_bytes(path, figure_bytes(fig))
     return path
+
+
+def plot_metric_vs_steps(panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: str | Path,
+                         title: str = "") -> Path:
+    """One panel per task (its title names the metric): one line per model x init, the score of the model
+    exported at each pretraining step (BERT embryology)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), dpi=110, squeeze=False,
+                             layout="constrained")
+    for ax, (task, lines) in zip(axes[0], panels.items()):
+        for i, (name, points) in enumerate(lines.items()):
+            xs, ys = zip(*sorted(points))
+            ax.plot(xs, ys, "-o", ms=4, color=f"C{i}", label=name)
+        ax.set_title(task)
+        ax.set_xlabel("pretraining step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    atomic_write_bytes(path, figure_bytes(fig))
+    return path

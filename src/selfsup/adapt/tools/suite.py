@@ -7,17 +7,22 @@
       - {name: tags, task: token-classification, train: t.conll, eval: e.conll, epochs: 5}
     models:
       - {name: tiny-bert, model: runs/mlm, inits: [pretrained, scratch]}
+      - {name: embryo, model: runs/mlm/exports/*, inits: [pretrained]}   # train.export_every's folders
 
 Paths are relative to the suite file. Each run is a `selfsup finetune` folder under `out/runs/<task>/<model>-
 <init>`; a finished run (its metrics.json exists) is reused, so an interrupted benchmark continues. Writes
 `results.json`, `results.md` (one row per model x init, one column per task's main metric, and the average)
-and `curves.png` (loss and main metric per epoch per task, pretrained vs scratch).
+and `curves.png` (loss and main metric per epoch per task, pretrained vs scratch). A model path with a
+wildcard is one model per matching folder, named `NAME@FOLDER`; when the folders are a run's `exports/step-N`,
+`steps.png` plots each task's metric against the pretraining step (BERT embryology).
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +115,27 @@ def load_suite(path: str | Path) -> tuple[Suite, Path]:
         suite = from_dict(Suite, data)
     except SelfsupError as e:
         raise SelfsupError(f"{p}: {e}") from None
-    return suite, p.resolve().parent
+    base = p.resolve().parent
+    suite.models = [m for spec in suite.models for m in _expand(spec, base, p)]
+    try:
+        suite.validate()
+    except SelfsupError as e:
+        raise SelfsupError(f"{p}: {e}") from None
+    return suite, base
+
+
+def _expand(spec: ModelSpec, base: Path, suite_file: Path) -> list[ModelSpec]:
+    """A model path with a wildcard -> one spec per matching folder, in natural (step) order."""
+    if not any(ch in spec.model for ch in "*?["):
+        return [spec]
+    folders = [Path(f) for f in glob.glob(_resolve(base, spec.model)) if Path(f).is_dir()]
+    if not folders:
+        raise SelfsupError(f"{suite_file}: models: {spec.name}: no folder matches {spec.model}")
+    key = lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)]  # noqa: E731
+    return [dataclasses.replace(spec, name=f"{spec.name}@{f.name}", model=str(f)) for f in sorted(folders, key=key)]
+
+
+STEP = re.compile(r"^(?P<name>.+)@step-(?P<step>\d+)$")
 
 
 def _resolve(base: Path, value: str) -> str:
@@ -169,6 +194,15 @@ def run_suite(path: str | Path, out: str | Path | None = None, progress: bool = 
     atomic_write_json(out_dir / "results.json", result)
     title = suite.title + (f" (curves: mean of {d.seeds} seeds)" if d.seeds > 1 else "")
     plot_suite(curves, {t.name: main_metric(t.task) for t in suite.tasks}, out_dir / "curves.png", title)
+    steps: dict[str, dict[str, list]] = {}
+    for r in rows:
+        if (m := STEP.match(r["model"])) and isinstance(r["score"], (int, float)):
+            panel = steps.setdefault(f"{r['task']}: eval {r['metric']}", {})
+            panel.setdefault(f"{m['name']} {r['init']}", []).append((int(m["step"]), r["score"]))
+    if steps:
+        from selfsup.report.figures import plot_metric_vs_steps
+
+        plot_metric_vs_steps(steps, out_dir / "steps.png", title=f"{suite.title}: ability vs pretraining step")
     return result
 
 
