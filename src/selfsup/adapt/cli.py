@@ -31,7 +31,8 @@ def _finetune(args: argparse.Namespace) -> int:
                  text_column=args.text_column, pair_column=args.pair_column, label_column=args.label_column,
                  epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, overrides=args.set,
                  train_fraction=args.train_fraction, shots=args.shots, seeds=args.seeds,
-                 progress=not args.no_progress, unlabeled=args.unlabeled, resume=args.resume)
+                 progress=not args.no_progress, unlabeled=args.unlabeled, resume=args.resume,
+                 symbol_map=args.symbol_map)
     if m.get("ensemble"):  # --method pet: the pattern ensemble that made the soft labels
         ensemble = {k: v for k, v in m["ensemble"].items() if k != "examples"}
         print(f"PET ensemble of {len(m['pvps'])} patterns: {_fmt(ensemble)}")
@@ -185,6 +186,9 @@ def add_parser(sub) -> None:
                          "warmup_ratio, weight_decay, schedule, dropout, threads, device, doc_stride, ...)")
     ft.add_argument("--unlabeled", metavar="FILE", help="--method pet: unlabeled examples (same format and "
                     "columns as --train; labels ignored) soft-labeled by the pattern ensemble")
+    ft.add_argument("--symbol-map", metavar="MAP", help="cross-discipline transfer: rewrite each symbol (character; "
+                    "--set kmer=K groups K) of the texts as `words` (a whole-word token of the model's vocabulary "
+                    "each), `chars` (spaced out) or per a JSON/YAML file {symbol: word}; saved with the model")
     ft.add_argument("--resume", action="store_true", help="continue a killed run of this same command from its "
                     "last epoch (its state is kept beside --out until the run completes)")
     ft.add_argument("--no-progress", action="store_true", help="no per-epoch lines")

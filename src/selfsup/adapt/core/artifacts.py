@@ -13,12 +13,17 @@ LOADED_AS = {"distill": "full"}
 
 def load_finetuned(model_dir: str | Path, with_method: bool = False):
     """(model in eval mode, tokenizer, task info) of a folder written by `selfsup finetune` (and its method
-    object as a fourth item with `with_method`). A prompt model's "tokenizer" renders its prompts."""
+    object as a fourth item with `with_method`). A prompt model's "tokenizer" renders its prompts. The symbol
+    map the model was fine-tuned with (`symbol_map.json`) comes as `info["symbol_map"]`."""
     from selfsup.adapt.registry import check_requirements, get_method
+    from selfsup.data.symbol_map import load_symbol_map
 
     quiet_transformers()
     folder = finetuned_folder(model_dir)
     info = read_task_info(folder)
+    smap = load_symbol_map(folder)
+    if smap is not None:
+        info["symbol_map"] = smap.to_json()
     name = info.get("method") or "full"
     method = get_method(LOADED_AS.get(name, name), key=f"{folder / 'task.json'}: method")
     check_requirements(method)

@@ -11,6 +11,7 @@ from selfsup.adapt.core.features import MODEL_INPUTS, batches, collate, encode, 
 from selfsup.adapt.core.kinds import Columns, task_kind
 from selfsup.adapt.core.options import split_overrides
 from selfsup.adapt.core.runs import autocast, device_of, resolve_threads, write_metrics
+from selfsup.data.symbol_map import map_examples
 from selfsup.errors import SelfsupError
 
 
@@ -113,7 +114,7 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
                                     batch_size=batch_size, overrides=overrides)
     model, tok, info, cfg, columns = load_for_inference(model_dir, text_column, pair_column, label_column,
                                                          batch_size, overrides)
-    examples = read_task(eval_file, info["kind"], columns, labeled=True)
+    examples = map_examples(read_task(eval_file, info["kind"], columns, labeled=True), saved_symbol_map(info))
     if info["labels"]:
         check_labels(examples, info["labels"])
     device = device_of(cfg)
@@ -124,6 +125,16 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
                "eval": run_eval(model, feats, examples, info["kind"], info["labels"], cfg, tok.pad_token_id, device)}
     write_metrics(out, metrics)
     return metrics
+
+
+def saved_symbol_map(info: dict):
+    """The symbol map a model was fine-tuned with (`load_finetuned` puts it in `info`), or None."""
+    from selfsup.data.symbol_map import SymbolMap
+
+    data = info.get("symbol_map")
+    if data is None:
+        return None
+    return SymbolMap.from_json(data, data.get("source") if isinstance(data, dict) else "task.json: symbol_map")
 
 
 def load_for_inference(model_dir, text_column: str | None, pair_column: str | None, label_column: str | None,
@@ -168,6 +179,7 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
     model, tok, info, cfg, columns = load_for_inference(model_dir, text_column, pair_column, None, batch_size,
                                                          overrides)
     kind = info["kind"]
+    smap = saved_symbol_map(info)
     device = device_of(cfg)
     model.to(device)
     types = keep_token_types(model.config)
@@ -190,6 +202,7 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
                 ex.tags = None
             if hasattr(ex, "answers"):
                 ex.answers = []
+        chunk = map_examples(chunk, smap)
         feats = encode(kind, tok, chunk, info["labels"], info["max_length"], types, cfg)
         preds: list[dict] = []
         run_eval(model, feats, chunk, kind, info["labels"], cfg, tok.pad_token_id, device, predictions=preds)

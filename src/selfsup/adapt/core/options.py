@@ -44,6 +44,7 @@ class FinetuneConfig:
     doc_stride: int = bounded(64, ge=0, doc="extractive-qa: tokens shared by consecutive windows")
     max_answer_length: int = bounded(30, ge=1, doc="extractive-qa: longest answer in tokens")
     n_best: int = bounded(20, ge=1, doc="extractive-qa: top starts x top ends searched per window")
+    kmer: int = bounded(1, ge=1, doc="--symbol-map: symbols are non-overlapping groups of K characters")
 
     def validate(self) -> None:
         from selfsup.loggers import check_logger

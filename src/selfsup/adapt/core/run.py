@@ -62,13 +62,16 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
              label_column: str | None = None, epochs: int | None = None, max_steps: int | None = None,
              seed: int = 0, overrides: Sequence[str] = (), train_fraction: float | None = None,
              shots: int | None = None, seeds: int = 1, progress: bool = False,
-             unlabeled: str | None = None, resume: bool = False) -> dict[str, Any]:
+             unlabeled: str | None = None, resume: bool = False,
+             symbol_map: str | None = None) -> dict[str, Any]:
     """Fine-tune `model` on `task` with `method`; returns what is written to `out/metrics.json`.
 
     With `seeds > 1` the run repeats with seeds seed, seed+1, ... (each in `out/seed-S/`, the few-label
     subset re-drawn per seed) and `metrics.json` reports the mean and standard deviation of each metric.
     `unlabeled` (a file like `train`, labels ignored) is for methods that use unlabeled text (PET). `resume`
-    continues a killed run of the same command (`runs.over_seeds`)."""
+    continues a killed run of the same command (`runs.over_seeds`). `symbol_map` (words, chars or a JSON/YAML
+    file; `--set kmer=K` groups symbols) rewrites every text first and is saved with the model
+    (`selfsup.data.symbol_map`)."""
     from selfsup.adapt.core import audio, images
     from selfsup.adapt.core.tasks import subsample
     from selfsup.data.memory import source_name
@@ -92,6 +95,7 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     own = (adapter.Options, *modality_options)
     cfg, (opts, *modality_opts) = split_overrides(overrides, base, own=own, owners=option_owners())
     check_out(out)
+    check_symbol_options(symbol_map, cfg, spec, unlabeled)
     if spec.modality == "image":
         if text_column or pair_column or label_column:
             raise SelfsupError(f"--text-column/--pair-column/--label-column: not used by {task} "
@@ -117,6 +121,7 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
         data = audio.load_audio_data(train, eval, audio.front_end(source), text_column, label_column)
     else:
         data = load_data(task, train, eval, columns_for(task, text_column, pair_column, label_column))
+    smap = None if symbol_map is None else apply_symbol_map(symbol_map, data, source, cfg.kmer)
     for s in range(seed, seed + seeds):  # a too-small class is an error before anything is written
         subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
     resolve_threads(cfg)
@@ -126,11 +131,47 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
 
     def train_seed(s: int, folder: Path) -> dict[str, Any]:
         subset = subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
-        return adapter.train_seed(run, s, folder, subset)
+        record = adapter.train_seed(run, s, folder, subset)
+        if smap is not None:  # beside every task.json the seed wrote: evaluate / predict reapply it
+            from selfsup.data.symbol_map import save_symbol_map
+
+            for info in sorted(folder.rglob("task.json")):
+                save_symbol_map(info.parent, smap)
+        return record
 
     config = {**to_dict(cfg), **to_dict(opts), **(to_dict(run.modality_opts) if run.modality_opts else {})}
     request = {"model": str(model), "task": task, "method": method, "init": init, "train": source_name(train),
                "eval": source_name(eval), "unlabeled": unlabeled and source_name(unlabeled),
                "train_fraction": train_fraction, "shots": shots}
+    if symbol_map is not None:
+        request["symbol_map"] = str(symbol_map)
     return over_seeds(out, seed, seeds, train_seed, config, shared=adapter.shared_keys, summarize=adapter.summarize,
                       resume=resume, request=request)
+
+
+SYMBOL_MAP_KINDS = ("sequence-classification", "sequence-regression", "pair-classification")
+
+
+def check_symbol_options(symbol_map: str | None, cfg, spec: TaskKind, unlabeled: str | None) -> None:
+    """`--symbol-map` / `--set kmer`: text kinds whose inputs are free text, no unlabeled file."""
+    if symbol_map is None:
+        if cfg.kmer != 1:
+            raise SelfsupError("kmer: groups the symbols of --symbol-map; pass --symbol-map words|chars|FILE too")
+        return
+    if spec.name not in SYMBOL_MAP_KINDS:
+        raise SelfsupError(f"--symbol-map: for {', '.join(SYMBOL_MAP_KINDS)} only, not {spec.name}")
+    if unlabeled is not None:
+        raise SelfsupError("--symbol-map: not with --unlabeled (its texts would not be mapped)")
+
+
+def apply_symbol_map(spec: str, data: TaskData, source: Path, kmer: int):
+    """Resolve the map on the training and evaluation texts and rewrite both in place; returns the map."""
+    from selfsup.adapt.core.models import load_tokenizer
+    from selfsup.data.symbol_map import build_symbol_map, example_texts, map_examples
+
+    tok = load_tokenizer(source)
+    smap = build_symbol_map(spec, example_texts(data.train) + example_texts(data.eval), tok, kmer,
+                            model_name=str(source))
+    data.train[:] = map_examples(data.train, smap)
+    data.eval[:] = map_examples(data.eval, smap)
+    return smap
