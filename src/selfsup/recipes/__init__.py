@@ -143,8 +143,22 @@ def load_recipe(recipe: str | dict, overrides: list[str] | None = None) -> Recip
     """Load a recipe (built-in name, YAML path or dict), apply overrides, validate every key."""
     from selfsup.registry import get_backbone, get_objective
 
-    data = dict(recipe) if isinstance(recipe, dict) else read_yaml(resolve_recipe_path(recipe))
+    path = None if isinstance(recipe, dict) else resolve_recipe_path(recipe)
+    data = dict(recipe) if path is None else read_yaml(path)
     data = apply_overrides(data, list(overrides or []))
+    user_file = path is not None and Path(path).resolve().parent != RECIPE_DIR.resolve()
+    given = {o.split("=", 1)[0].strip() for o in overrides or []}
+    try:
+        return _build(data)
+    except SelfsupError as e:  # a key of the user's recipe file: name the file (an --set key names itself)
+        if user_file and not any(str(e).startswith(k + ":") for k in given):
+            raise SelfsupError(f"{path}: {e}") from None
+        raise
+
+
+def _build(data: dict) -> Recipe:
+    from selfsup.registry import get_backbone, get_objective
+
     known = {"description", "objective", "model", "data", "train"}
     for k in data:
         if k not in known:

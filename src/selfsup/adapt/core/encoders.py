@@ -117,7 +117,7 @@ def load_text_encoder(model: str | Path) -> tuple[Any, Any]:
     """(HF base model returning hidden states, tokenizer) of a selfsup run, HF folder or fine-tuned folder."""
     from transformers import AutoModel
 
-    from selfsup.adapt.core.models import load_tokenizer, quiet_transformers, resolve_checkpoint
+    from selfsup.adapt.core.models import load_error, load_tokenizer, quiet_transformers, resolve_checkpoint
 
     quiet_transformers()
     path = resolve_checkpoint(model)
@@ -125,7 +125,7 @@ def load_text_encoder(model: str | Path) -> tuple[Any, Any]:
     try:
         net = AutoModel.from_pretrained(str(path))
     except Exception as e:
-        raise SelfsupError(f"{path}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise load_error(path, e) from None
     if getattr(net.config, "is_encoder_decoder", False):
         net = net.get_encoder()
     return net.eval(), tok

@@ -31,6 +31,19 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def load_error(folder: Path, e: Exception, what: str = "cannot load") -> SelfsupError:
+    """A failed `from_pretrained` as one line naming the file it read: the weights file when the error came
+    from reading weights (a corrupt or truncated safetensors), else the folder."""
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    name = next((f for f in WEIGHT_FILES if (Path(folder) / f).is_file()), None)
+    weights = name and ("safetensor" in type(e).__name__.lower() or "deserializ" in first.lower())
+    where = Path(folder) / name if weights else folder
+    return SelfsupError(f"{where}: {what} ({type(e).__name__}: {first})")
+
+
 def resolve_checkpoint(model: str | Path) -> Path:
     """A selfsup run folder -> its `model/`; an HF folder (with config.json) -> itself."""
     p = Path(model)
@@ -134,6 +147,8 @@ def build_model(path: Path, kind: str, labels: list[str] | None, tokenizer, init
     except ValueError as e:  # an architecture without this head
         raise SelfsupError(f"{path}: model type {family!r} has no {kind} head "
                            f"({str(e).splitlines()[0][:160]})") from None
+    except Exception as e:  # unreadable weights
+        raise load_error(path, e) from None
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     prefix = getattr(model, "base_model_prefix", "")
@@ -211,6 +226,5 @@ def load_task_model(folder: Path, kind: str):
     try:
         model = auto.from_pretrained(str(folder))
     except Exception as e:
-        raise SelfsupError(f"{folder}: cannot load the fine-tuned model ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        raise load_error(folder, e, "cannot load the fine-tuned model") from None
     return model.eval()
