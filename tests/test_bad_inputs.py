@@ -207,7 +207,6 @@ def _cases():
 
 
 XFAIL: dict[str, str] = {  # case id -> what it does instead today (tracked; remove the entry once fixed)
-    "predict-empty.txt": "exit 0: prints `wrote 0 predictions to OUT` and creates OUT (an empty JSONL)",
     "pretrain-autoencoder-non_numeric.csv": "exit 0, nothing on stderr: column b with one non-numeric cell (row 4) "
                                             "is read as a string column (one-hot) and the run folder is written",
     "anomaly-fit-non_numeric.csv": "exit 0, nothing on stderr: column b with one non-numeric cell (row 4) is read "

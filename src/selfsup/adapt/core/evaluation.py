@@ -217,6 +217,7 @@ def stdin_examples(stream, kind: str, columns: Columns, size: int, name: str = "
     from selfsup.adapt.core.tasks import TaggedSentence, TextExample, qa_example, text_field
 
     chunk: list = []
+    seen = 0
     for lineno, line in enumerate(stream, 1):
         line = line.rstrip("\n")
         if not line.strip():
@@ -249,11 +250,14 @@ def stdin_examples(stream, kind: str, columns: Columns, size: int, name: str = "
             ex = TextExample(text_field(row, columns.text, where),
                              text_field(row, columns.pair, where) if kind == "pair-classification" else None, None, where)
         chunk.append(ex)
+        seen += 1
         if len(chunk) >= size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+    if not seen and name != "<stdin>":  # a file with nothing to predict is a mistake; an empty pipe is not
+        raise SelfsupError(f"{name}: empty (no rows)")
 
 
 def predict_logits(model, feats: Sequence[dict], batch_size: int, pad_id: int, device) -> list[list[float]]:
