@@ -3,6 +3,9 @@ novel task, and every bad input as a one-line error (exit 2) naming the file and
 from __future__ import annotations
 
 import json
+from collections import Counter
+
+import pytest
 
 from adapt_data import write_conll, write_squad
 from adapt_tok import hand_tokenizer
@@ -11,8 +14,9 @@ from selfsup.adapt.core.options import FinetuneConfig
 from selfsup.adapt.core.kinds import columns_for
 from selfsup.adapt.core.tasks import (IGNORE, TaggedSentence, TextExample, first_piece_index, first_piece_labels,
                                       join_words, read_task, subsample, token_word_ids)
-from selfsup.data.austen import austen_novels_task, austen_speech_task, quoted_spans
+from selfsup.data.austen import austen_mark_task, austen_novels_task, austen_speech_task, quoted_spans
 from selfsup.cli import main
+from selfsup.errors import SelfsupError
 
 
 def test_subword_labels_on_first_piece_only_hand_example():
@@ -118,72 +122,18 @@ def test_austen_speech_task_labels_come_from_the_quotes_and_eval_is_unseen(tmp_p
     assert not any(r["text"] in p for r in ev for p in paragraphs)
 
 
-def _err(capsys, *argv) -> str:
-    code = main(list(argv))
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("selfsup: error:") and "\n" not in err
-    return err
-
-
-def test_bad_inputs_are_one_line_errors_naming_file_and_line(tmp_path, capsys):
-    ck = tmp_path / "ckpt"
-    ck.mkdir()
-    (ck / "config.json").write_text("{}")  # never loaded: data errors come first
-    good = tmp_path / "good.jsonl"
-    good.write_text('{"text": "Anne smiled.", "label": "a"}\n{"text": "He frowned.", "label": "b"}\n')
-    out = str(tmp_path / "out")
-
-    def ft(train, ev, task="sequence-classification", *extra):
-        return _err(capsys, "finetune", "--model", str(ck), "--task", task, "--train", str(train), "--eval",
-                    str(ev), "--out", out, *extra)
-
-    unseen = tmp_path / "unseen.jsonl"
-    unseen.write_text('{"text": "x", "label": "a"}\n{"text": "y", "label": "zzz"}\n')
-    assert f"{unseen}:2" in ft(good, unseen) and "'zzz' never seen" in ft(good, unseen)
-    missing = tmp_path / "missing.csv"
-    missing.write_text("sentence,label\nhello,a\n")
-    assert f"{missing}:2" in ft(missing, good) and "no column 'text'" in ft(missing, good)
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text('{"text": "ok", "label": "a"}\n{"text": "   ", "label": "b"}\n')
-    assert f"{empty}:2: empty text" in ft(empty, good)
-    squad = tmp_path / "bad.json"
-    squad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Anne walked to Bath.", "qas": [
-        {"id": "ok", "question": "Where?", "answers": [{"text": "Bath", "answer_start": 15}]}]}, {
-        "context": "Anne walked to Bath.", "qas": [
-            {"id": "bad", "question": "Who?", "answers": [{"text": "Wentworth", "answer_start": 0}]}]}]}]},
-        indent=1))
-    err = ft(squad, squad, "extractive-qa")
-    assert "'Wentworth' is not in its context" in err and f"{squad}:" in err
-    line = int(err.split(f"{squad}:")[1].split(":")[0])
-    assert '"bad"' in squad.read_text().splitlines()[line - 1]
-    conll = tmp_path / "bad.conll"
-    conll.write_text("Anne\tB-PER\nwalked\n")
-    assert f"{conll}:2: expected `word<TAB>tag`" in ft(conll, conll, "token-classification")
-    assert "no such file" in ft(tmp_path / "nope.csv", good)
-    assert "lr: must be > 0" in ft(good, good, "sequence-classification", "--set", "lr=-1")
-    assert not (tmp_path / "out").exists()  # nothing written on a bad input
-
-
-def test_a_byte_order_mark_is_read_and_invalid_utf8_in_squad_names_its_line(tmp_path):
-    import pytest
-    import json as _json
-
-    from selfsup.adapt.core.kinds import columns_for as cols
-    from selfsup.errors import SelfsupError as Err
-
-    bom = b"\xef\xbb\xbf"
-    (tmp_path / "t.csv").write_bytes(bom + b"text,label\r\nAnne smiled.,a\r\nShe wrote.,b\r\n")
-    (tmp_path / "t.jsonl").write_bytes(bom + b'{"text": "Anne smiled.", "label": "a"}\n')
-    for name in ("t.csv", "t.jsonl"):
-        rows = read_task(str(tmp_path / name), "sequence-classification", cols("sequence-classification"))
-        assert rows[0].text == "Anne smiled." and rows[0].label == "a"
-    doc = {"data": [{"paragraphs": [{"context": "Anne walked to Bath.", "qas": [
-        {"id": "q1", "question": "Where?", "answers": [{"text": "Bath", "answer_start": 15}]}]}]}]}
-    (tmp_path / "s.json").write_bytes(bom + _json.dumps(doc).encode())
-    assert read_task(str(tmp_path / "s.json"), "extractive-qa", cols("extractive-qa"))[0].answers == [("Bath", 15)]
-    bad = _json.dumps(doc, indent=1).encode().replace(b"Where?", b"Where\xff?")
-    (tmp_path / "bad.json").write_bytes(bad)
-    line = bad[:bad.index(b"\xff")].count(b"\n") + 1
-    with pytest.raises(Err, match=rf"bad.json:{line}: invalid UTF-8"):
-        read_task(str(tmp_path / "bad.json"), "extractive-qa", cols("extractive-qa"))
+@pytest.mark.parametrize("mark,positive", [("?", "question"), ("!", "exclamation")])
+def test_austen_mark_task_labels_come_from_the_final_punctuation_which_is_removed(tmp_path, mark, positive):
+    info = austen_mark_task(tmp_path, mark, train_per_class=30, eval_per_class=15, novels=["emma", "persuasion"])
+    train = [json.loads(x) for x in open(info["train"])]
+    ev = [json.loads(x) for x in open(info["eval"])]
+    assert Counter(r["label"] for r in train) == {positive: 30, "statement": 30}
+    assert Counter(r["label"] for r in ev) == {positive: 15, "statement": 15}
+    assert not any(r["text"][-1] in ".?!\"" or '"' in r["text"] for r in train + ev)  # the label is not in the input
+    text = " ".join(" ".join(f.read_text().split()) for f in (tmp_path / "unlabeled").iterdir())
+    for r in train[:20]:  # in the novel, each training sentence is followed by its label's mark
+        at = text.index(r["text"]) + len(r["text"])
+        assert text[at:at + 3].lstrip(" '\u2019)")[:1] == (mark if r["label"] == positive else ".")
+    assert not any(r["text"] in text for r in ev)  # evaluation sentences come from unseen paragraphs
+    with pytest.raises(SelfsupError, match="mark"):
+        austen_mark_task(tmp_path / "x", ";")

@@ -6,6 +6,7 @@ key, e.g. `train.lr: must be > 0, got -1.0`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any, Literal, Union
@@ -126,3 +127,27 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, list):
         return [to_dict(v) for v in obj]
     return obj
+
+
+@functools.lru_cache(maxsize=1)
+def _yaml12_loader() -> type:
+    """A SafeLoader whose only booleans are true / false (YAML 1.2), made once on first use."""
+    import re
+
+    import yaml
+
+    loader = type("Yaml12SafeLoader", (yaml.SafeLoader,), {})
+    loader.yaml_implicit_resolvers = {
+        ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return loader
+
+
+def yaml_load(text: str) -> Any:
+    """`yaml.safe_load` with YAML 1.2 booleans: only true/false are booleans, so yes / no / on / off stay words
+    (a verbalizer `{positive: yes, negative: no}` means the words)."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 - a SafeLoader subclass

@@ -1,5 +1,6 @@
-"""Real labeled tasks made from the embedded Austen corpus (no download): which novel a passage is from, and
-whether a sentence is a character's speech or the narrator's (labeled by the author's own quotation marks)."""
+"""Real labeled tasks made from the embedded Austen corpus (no download): which novel a passage is from,
+whether a sentence is a character's speech or the narrator's (labeled by the author's own quotation marks),
+and whether it is a question / an exclamation or a statement (labeled by the author's own punctuation)."""
 from __future__ import annotations
 
 import json
@@ -121,7 +122,14 @@ def austen_speech_task(out_dir: str | Path, *, min_words: int = 8, train_per_cla
                         if len(sentence.split()) >= min_words:
                             pools[split]["speech" if inside else "narration"].append(
                                 {"text": sentence, "label": "speech" if inside else "narration", "novel": name})
-    splits: dict[str, list[dict]] = {}
+    return _write_balanced(out, pools, train_per_class, eval_per_class, rng)
+
+
+def _write_balanced(out: Path, pools: dict[str, dict[str, list[dict]]], train_per_class: int, eval_per_class: int,
+                    rng) -> dict[str, Any]:
+    """Draw `*_per_class` rows of each label from each split's pools, shuffle, write train/eval.jsonl."""
+    from selfsup.fileio import atomic_write_text
+
     counts: dict[str, dict[str, int]] = {}
     for split, want in (("train", train_per_class), ("eval", eval_per_class)):
         rows = []
@@ -131,7 +139,46 @@ def austen_speech_task(out_dir: str | Path, *, min_words: int = 8, train_per_cla
             rows.extend(rng.sample(pool, want))
             counts.setdefault(label, {})[split] = want
         rng.shuffle(rows)
-        splits[split] = rows
         atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"),
             "unlabeled": str(out / "unlabeled"), "counts": counts}
+
+
+MARKS = {"?": "question", "!": "exclamation"}
+
+
+def austen_mark_task(out_dir: str | Path, mark: str, *, min_words: int = 5, train_per_class: int = 800,
+                     eval_per_class: int = 250, eval_fraction: float = 0.2, seed: int = 0,
+                     novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """A real labeled task labeled by the author's own punctuation: does this sentence end with `mark` ("?":
+    `question`, "!": `exclamation`) or with a full stop (`statement`)? Quotes and the final punctuation are
+    removed from the input, so the model must tell from the words (inversion, wh-words, interjections).
+    Split by paragraphs as `austen_speech_task` (first 1 - eval_fraction of each novel to train); writes
+    `train.jsonl`, `eval.jsonl` (`{"text", "label", "novel"}`) and `unlabeled/<novel>.txt`."""
+    import random
+
+    from selfsup.data.text import split_sentences
+    from selfsup.fileio import atomic_write_text
+
+    if mark not in MARKS:
+        raise SelfsupError(f"mark: one of {', '.join(MARKS)}, got {mark!r}")
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    positive = MARKS[mark]
+    pools: dict[str, dict[str, list[dict]]] = {s: {positive: [], "statement": []} for s in ("train", "eval")}
+    for name in novels:
+        if name not in NOVELS:
+            raise SelfsupError(f"novels: unknown novel {name!r} (known: {', '.join(NOVELS)})")
+        paras = [" ".join(p) for p in _novel_paragraphs(name)]
+        cut = int(len(paras) * (1 - eval_fraction))
+        atomic_write_text(out / "unlabeled" / f"{name}.txt", "\n\n".join(paras[:cut]) + "\n")
+        for split, part in (("train", paras[:cut]), ("eval", paras[cut:])):
+            for para in part:
+                for span, _ in quoted_spans(para):
+                    for sentence in split_sentences(span):
+                        end = sentence.rstrip(" '\u2019)")[-1:]
+                        label = positive if end == mark else "statement" if end == "." else None
+                        text = sentence.rstrip(" '\u2019).?!;:,-")
+                        if label and len(text.split()) >= min_words:
+                            pools[split][label].append({"text": text, "label": label, "novel": name})
+    return _write_balanced(out, pools, train_per_class, eval_per_class, rng)

@@ -374,3 +374,35 @@ def plot_metric_vs_steps(panels: Mapping[str, Mapping[str, Sequence[tuple[int, f
     path = Path(path)
     atomic_write_bytes(path, figure_bytes(fig))
     return path
+
+
+def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ylabel: str, title: str = "",
+                      reference: Mapping[str, float] | None = None) -> Path:
+    """One group of bars per key (e.g. a task), one bar per inner key (e.g. before / after); `reference` draws a
+    dashed line over each group (e.g. the majority-class rate)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from selfsup.fileio import atomic_write_bytes
+
+    names = list(groups)
+    series = list(dict.fromkeys(k for g in groups.values() for k in g))
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(names) + 2), 3.6), dpi=110)
+    for j, s in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, [groups[n].get(s, float("nan")) for n in names], width, label=s, color=f"C{j}")
+    for i, n in enumerate(names):
+        if reference and n in reference:
+            ax.hlines(reference[n], i - 0.45, i + 0.45, colors="k", linestyles="--", lw=1,
+                      label="majority class" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 4 else 0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write_bytes(Path(path), figure_bytes(fig))
+    return Path(path)

@@ -140,6 +140,8 @@ def parse_verbalizer(value: Any, labels: Sequence[str]) -> dict[str, list[str]]:
     YAML text; None: each label's own name. Every label must have a word; extra labels are ignored."""
     import yaml
 
+    from selfsup.config import yaml_load
+
     if value is None:
         return {lab: [lab] for lab in labels}
     if isinstance(value, str):
@@ -149,12 +151,12 @@ def parse_verbalizer(value: Any, labels: Sequence[str]) -> dict[str, list[str]]:
             if not path.is_file():
                 raise SelfsupError(f"verbalizer: {text}: no such file")
             try:
-                value = yaml.safe_load(path.read_text(encoding="utf-8"))
+                value = yaml_load(path.read_text(encoding="utf-8"))
             except yaml.YAMLError as e:
                 raise SelfsupError(f"verbalizer: {text}: not JSON/YAML ({str(e).splitlines()[0]})") from None
         else:
             try:
-                value = yaml.safe_load(text)
+                value = yaml_load(text)
             except yaml.YAMLError as e:
                 raise SelfsupError(f"verbalizer: not a YAML mapping ({str(e).splitlines()[0]}): {text!r}"[:300]) \
                     from None
@@ -166,8 +168,9 @@ def parse_verbalizer(value: Any, labels: Sequence[str]) -> dict[str, list[str]]:
         items = [raw] if isinstance(raw, (str, int, float)) and not isinstance(raw, bool) else raw
         if not isinstance(items, list) or not items or not all(
                 isinstance(w, (str, int, float)) and not isinstance(w, bool) and str(w).strip() for w in items):
+            hint = " (quote it: YAML 1.1 reads yes/no/on/off as booleans)" if isinstance(raw, bool) else ""
             raise SelfsupError(f"verbalizer: label {_label_key(key)!r}: expected a word or a list of words, "
-                               f"got {raw!r}"[:300])
+                               f"got {raw!r}{hint}"[:300])
         words[_label_key(key)] = list(dict.fromkeys(" ".join(str(w).split()) for w in items))
     missing = [lab for lab in labels if lab not in words]
     if missing:
