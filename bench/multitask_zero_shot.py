@@ -7,7 +7,7 @@ exclamation. Leave one out: `selfsup multitask` trains on the other two (two pro
 and classifies the held-out one zero-shot from two prompts of its own; "before" is the same checkpoint without
 the multitask step. A tiny RoFormer is MLM-pretrained on the novels' training paragraphs first (or --model).
 
-    SELFSUP_CACHE=/tmp/selfsup-cache python bench/multitask_zero_shot.py --steps 1000 --seeds 3
+    SELFSUP_CACHE=/tmp/selfsup-cache python bench/multitask_zero_shot.py --steps 1000 --seeds 3 --max-examples 800
 
 Writes bench/results/multitask/{pretrain/, tasks/, <held-out>/seed-S/ (selfsup multitask folders),
 zero_shot.png, results.json} and prints the table of docs/methods.md.
@@ -38,10 +38,11 @@ YES = {"spoken": "speech", "question": "question", "exclamation": "exclamation"}
 NO = {"spoken": "narration", "question": "statement", "exclamation": "statement"}
 
 
-def task_yaml(name: str, files: dict, held_out: bool) -> str:
+def task_yaml(name: str, files: dict, held_out: bool, cap: int) -> str:
     verbalizer = f"{{{YES[name]}: yes, {NO[name]}: no}}"
     prompts = "\n".join(f"      - {{template: {json.dumps(t)}, verbalizer: {verbalizer}}}" for t in PROMPTS[name])
-    where = f"    eval: {files['eval']}" if held_out else f"    train: {files['train']}\n    eval: {files['eval']}"
+    where = (f"    eval: {files['eval']}" if held_out else
+             f"    train: {files['train']}\n    eval: {files['eval']}\n    max_examples: {cap}")
     return f"  - name: {name}\n{where}\n    prompts:\n{prompts}\n"
 
 
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("--model", help="an MLM checkpoint to use instead of pretraining one")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-examples", type=int, default=800, help="per training task (T0's mixing cap)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "multitask"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -67,8 +69,8 @@ def main() -> None:
     rows = {}
     for held in PROMPTS:
         mixture = out / f"{held}.yaml"
-        mixture.write_text("train:\n" + "".join(task_yaml(n, files[n], False) for n in PROMPTS if n != held)
-                           + "zero_shot:\n" + task_yaml(held, files[held], True))
+        mixture.write_text("train:\n" + "".join(task_yaml(n, files[n], False, args.max_examples) for n in PROMPTS if n != held)
+                           + "zero_shot:\n" + task_yaml(held, files[held], True, args.max_examples))
         runs = [multitask(mixture, model, out / held / f"seed-{s}", seed=s,
                           overrides=[f"epochs={args.epochs}", "max_length=64", "batch_size=32"])
                 for s in range(args.seeds)]

@@ -160,3 +160,13 @@ def test_load_mixture_resolves_paths_against_the_file(world):
     assert [len(t.all_prompts()) for t in mix.train + mix.zero_shot] == [2, 1]
     with pytest.raises(SelfsupError, match="no such mixture file"):
         load_mixture(world["dir"] / "absent.yaml")
+
+
+def test_the_help_example_is_a_valid_mixture(tmp_path):
+    from selfsup.adapt.multitask_cli import EXAMPLE
+
+    (tmp_path / "m.yaml").write_text(EXAMPLE.split("\n", 1)[1])
+    mix = load_mixture(tmp_path / "m.yaml")
+    assert [t.name for t in mix.train] == ["speech"] and mix.train[0].max_examples == 800
+    assert mix.train[0].prompts[0].verbalizer == {"speech": "yes", "narration": "no"}
+    assert mix.zero_shot[0].eval == str(tmp_path / "question" / "eval.jsonl")

@@ -21,12 +21,31 @@ def _multitask(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLE = """example mixture (paths relative to the file):
+
+  train:                                   # the mixture: trained on
+    - name: speech
+      train: speech/train.jsonl            # CSV/TSV/JSONL as for finetune (text_column / label_column keys)
+      eval: speech/eval.jsonl              # optional: held-in accuracy per epoch
+      max_examples: 800                    # optional cap per task
+      prompts:                             # one drawn at random per example
+        - {template: "{text} Was it said aloud? {mask}.", verbalizer: {speech: yes, narration: no}}
+        - {template: "Spoken? {mask}. {text}", verbalizer: {speech: yes, narration: no}}
+  zero_shot:                               # held out: evaluated only, never trained on
+    - name: question
+      eval: question/eval.jsonl
+      template: "{text} Is that a question? {mask}."
+      verbalizer: {question: yes, statement: no}
+"""
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("multitask", help="multitask prompted fine-tuning, then zero-shot on held-out tasks (T0)",
                        description="Fine-tune one masked or causal LM to fill the blank of each training task's "
                                    "prompts with its label words (a mixture file lists tasks, templates and "
                                    "verbalizers), then classify each held-out task zero-shot from its own "
-                                   "prompts; reports accuracy before and after the multitask step.")
+                                   "prompts; reports accuracy before and after the multitask step.",
+                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mixture", metavar="MIXTURE.yaml", help="train: [tasks], zero_shot: [tasks]; each task: name, "
                    "train / eval files, template + verbalizer or prompts: [{template, verbalizer}, ...]")
     p.add_argument("--model", required=True, help="a masked LM (BERT, RoBERTa, ...) or causal LM (GPT-2, Llama): "
