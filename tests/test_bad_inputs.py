@@ -207,10 +207,6 @@ def _cases():
 
 
 XFAIL: dict[str, str] = {  # case id -> what it does instead today (tracked; remove the entry once fixed)
-    "pretrain-autoencoder-non_numeric.csv": "exit 0, nothing on stderr: column b with one non-numeric cell (row 4) "
-                                            "is read as a string column (one-hot) and the run folder is written",
-    "anomaly-fit-non_numeric.csv": "exit 0, nothing on stderr: column b with one non-numeric cell (row 4) is read "
-                                   "as a string column (one-hot) and the detector folder is written",
     "pretrain-mockingjay-truncated.wav": "the truncated clip is read silently (400 of the 16000 samples its header "
                                          "announces); the one line names no file: `selfsup: error: data: 1 clip(s) "
                                          "is too few for a training and a held-out split (...)`",

@@ -93,3 +93,15 @@ def test_unreadable_and_missing_files(tmp_path):
     np.savez(tmp_path / "noX.npz", z=np.zeros(3))
     with pytest.raises(SelfsupError, match="noX.npz: an .npz table needs an array named x"):
         read_table(str(tmp_path / "noX.npz"))
+
+
+def test_a_typo_in_a_numeric_column_names_its_cell_unless_the_column_is_declared_categorical(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,zip\n1.0,10115\n2.0,80331\n3.0,unknown\n4.0,10115\n")
+    with pytest.raises(SelfsupError, match=r"t\.csv: row 3 \(line 4\): column 'zip': 'unknown' is not a number "
+                                           r"though 3 of its 4 values are"):
+        load_table([str(path)], TableDataConfig())
+    pre = load_table([str(path)], TableDataConfig(categorical="zip")).preprocessor
+    assert pre.categorical == {"zip": ["10115", "80331", "unknown"]}
+    path.write_text("a,colour\n1.0,red\n2.0,3\n3.0,blue\n")  # mostly words: a categorical column, as before
+    assert load_table([str(path)], TableDataConfig()).preprocessor.categorical == {"colour": ["3", "blue", "red"]}

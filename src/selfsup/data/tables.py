@@ -40,6 +40,7 @@ class TableDataConfig:
     standardize: bool = True
     holdout_fraction: float = bounded(0.1, ge=0, lt=0.5, doc="rows kept out for the held-out loss")
     max_categories: int = bounded(50, gt=0, doc="a string column with more distinct values is refused")
+    categorical: list[str] | str | None = None  # columns one-hot encoded even if most values look like numbers
 
     def feature_columns(self) -> list[str] | None:
         if self.columns is None:
@@ -177,6 +178,26 @@ def locate(spans: list[tuple[str, int, int]], i: int) -> str:
     return f"row {i + 1}"
 
 
+def _names(value: list[str] | str | None) -> list[str]:
+    if value is None:
+        return []
+    return [c.strip() for c in (value.split(",") if isinstance(value, str) else value) if str(c).strip()]
+
+
+def _check_not_numeric_with_typos(column, name: str, spans: list[tuple[str, int, int]]) -> None:
+    """A string column whose values are mostly numbers holds typos (`oops` in a column of floats), not
+    categories: a one-line error naming the first bad cell, unless `data.categorical` names the column."""
+    import pandas as pd
+
+    present = column.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    if len(present) and numbers.notna().mean() >= 0.5:
+        bad = numbers[numbers.isna()].index[0]
+        raise SelfsupError(f"{locate(spans, int(bad))}: column {name!r}: {str(column[bad])[:40]!r} is not a number "
+                           f"though {int(numbers.notna().sum())} of its {len(present)} values are (fix or empty the "
+                           f"cell; data.categorical={name} one-hot encodes the column instead)")
+
+
 # ---- preprocessing --------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -223,9 +244,12 @@ class TablePreprocessor:
         if not numeric:
             raise SelfsupError(f"{where}: no numeric feature column among {', '.join(wanted[:12])}")
         categorical = {}
+        forced = set(_names(cfg.categorical))
         for c in wanted:
             if c in numeric:
                 continue
+            if c not in forced:
+                _check_not_numeric_with_typos(frame[c], c, spans)
             values = frame[c].dropna().astype(str)
             cats = sorted(values.unique().tolist())
             if len(cats) > cfg.max_categories:
