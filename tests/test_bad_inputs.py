@@ -210,8 +210,6 @@ XFAIL: dict[str, str] = {  # case id -> what it does instead today (tracked; rem
     "pretrain-mockingjay-truncated.wav": "the truncated clip is read silently (400 of the 16000 samples its header "
                                          "announces); the one line names no file: `selfsup: error: data: 1 clip(s) "
                                          "is too few for a training and a held-out split (...)`",
-    "report-nul_bytes.csv": "exit 0, nothing on stderr: a run folder's CSV with NUL bytes is put into the page (the "
-                            "text readers refuse the same file as binary data)",
 }
 
 

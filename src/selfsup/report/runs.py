@@ -149,6 +149,9 @@ def _read_csv(path: Path) -> tuple[str, list[str], list[list[str]], int]:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SelfsupError(f"report: {path}: not a readable CSV ({e})") from None
+    for lineno, row in enumerate(rows, 1):  # csv.reader keeps NUL bytes: binary data, not a table to show
+        if any("\x00" in cell for cell in row):
+            raise SelfsupError(f"report: {path}:{lineno}: binary data (NUL byte); expected a UTF-8 CSV")
     header, body = (rows[0], rows[1:]) if rows else ([], [])
     return path.name, header, body[:MAX_CSV_ROWS], len(body)
 
