@@ -264,3 +264,21 @@ def test_bad_inputs_through_the_cli_exit_2_and_write_nothing(tmp_path, cache, ca
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and expect in err and "Traceback" not in err, (name, err)
         assert not out.exists() and not list(out.parent.glob(f".{out.name}*")), name
+
+
+def test_a_cut_wav_is_told_from_a_whole_one(tmp_path):
+    import io
+
+    import soundfile as sf
+
+    from selfsup.data.audio import wav_data_shortfall
+
+    buf = io.BytesIO()
+    sf.write(buf, np.sin(np.arange(1600) / 5.0).astype(np.float32) * 0.5, 16000, format="WAV", subtype="PCM_16")
+    whole = buf.getvalue()
+    assert wav_data_shortfall(whole, len(whole)) is None
+    cut = whole[:len(whole) - 1000]
+    assert wav_data_shortfall(cut, len(cut)) == (3200, 2200)  # 1600 16-bit samples announced, 1100 present
+    flac = io.BytesIO()
+    sf.write(flac, np.zeros(160, np.float32) + 0.1, 16000, format="FLAC")
+    assert wav_data_shortfall(flac.getvalue(), len(flac.getvalue())) is None

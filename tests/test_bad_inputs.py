@@ -207,9 +207,6 @@ def _cases():
 
 
 XFAIL: dict[str, str] = {  # case id -> what it does instead today (tracked; remove the entry once fixed)
-    "pretrain-mockingjay-truncated.wav": "the truncated clip is read silently (400 of the 16000 samples its header "
-                                         "announces); the one line names no file: `selfsup: error: data: 1 clip(s) "
-                                         "is too few for a training and a held-out split (...)`",
 }
 
 

@@ -270,6 +270,25 @@ def expand_sources(sources: Sequence[str], cfg: AudioDataConfig) -> list[_Clip]:
     return clips
 
 
+def wav_data_shortfall(head: bytes, size: int) -> tuple[int, int] | None:
+    """(announced, present) bytes of a RIFF/WAVE file's `data` chunk when the file is cut short, else None;
+    `head` is the file's first bytes (up to its data chunk), `size` its length. libsndfile reads such a file
+    without a word, returning only the samples present. (A streaming writer's 0xFFFFFFFF size is not a cut.)"""
+    import struct
+
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "<" if head[:4] == b"RIFF" else ">"
+    at = 12
+    while at + 8 <= len(head):
+        chunk, length = head[at:at + 4], struct.unpack(order + "I", head[at + 4:at + 8])[0]
+        if chunk == b"data":
+            present = size - (at + 8)
+            return (length, present) if length != 0xFFFFFFFF and length > present else None
+        at += 8 + length + (length & 1)
+    return None
+
+
 def decode(clip: _Clip, sample_rate: int) -> np.ndarray:
     """A clip -> mono float32 samples at `sample_rate`; refuses empty, corrupt and all-silent audio."""
     import soundfile as sf
@@ -278,6 +297,14 @@ def decode(clip: _Clip, sample_rate: int) -> np.ndarray:
         raise SelfsupError(f"{clip.name}: unsupported audio format {clip.path.suffix or '(none)'} (WAV, FLAC, OGG)")
     if clip.data is None and clip.path is not None and clip.path.stat().st_size == 0:
         raise SelfsupError(f"{clip.name}: empty file (0 bytes)")
+    if clip.data is not None:
+        cut = wav_data_shortfall(clip.data[:65536], len(clip.data))
+    else:
+        with open(clip.path, "rb") as f:
+            cut = wav_data_shortfall(f.read(65536), clip.path.stat().st_size)
+    if cut:
+        raise SelfsupError(f"{clip.name}: truncated WAV: its header announces {cut[0]} bytes of samples, the file "
+                           f"holds {cut[1]}")
     try:
         source = io.BytesIO(clip.data) if clip.data is not None else str(clip.path)
         samples, rate = sf.read(source, dtype="float32", always_2d=False)
