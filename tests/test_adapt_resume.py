@@ -92,3 +92,16 @@ def test_one_run_owns_its_folder_and_resume_is_checked(tiny_bert, task, tmp_path
     fresh = run_cli(*_args(tiny_bert, task, out))  # without --resume: the stale partial run is replaced
     assert fresh.returncode == 0 and "discarding an interrupted run" in fresh.stderr
     assert (out / "metrics.json").is_file() and not (tmp_path / ".run.partial").exists()
+
+
+def test_resume_of_a_finished_run_returns_it_and_checks_the_command(tiny_bert, task, tmp_path):
+    """A kill between the final rename and the exit leaves a complete run: `--resume` says so and returns it."""
+    out = tmp_path / "done"
+    args = _args(tiny_bert, task, out, "--set", "max_steps=2")
+    assert run_cli(*[a for a in args if a not in ("--epochs", "5")]).returncode == 0
+    want = (out / "metrics.json").read_bytes()
+    again = run_cli(*[a for a in args if a not in ("--epochs", "5")], "--resume")
+    assert again.returncode == 0 and "already complete" in again.stderr and "eval:" in again.stdout
+    assert (out / "metrics.json").read_bytes() == want
+    other = run_cli(*[a for a in args if a not in ("--epochs", "5")], "--resume", "--set", "lr=5e-4")
+    assert other.returncode == 2 and "the finished run" in other.stderr and other.stderr.count("\n") == 1

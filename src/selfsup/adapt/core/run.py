@@ -94,7 +94,8 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     modality_options = {"image": (images.ImageOptions,), "speech": (audio.AudioOptions,)}.get(spec.modality, ())
     own = (adapter.Options, *modality_options)
     cfg, (opts, *modality_opts) = split_overrides(overrides, base, own=own, owners=option_owners())
-    check_out(out)
+    if not resume:  # (with --resume, over_seeds checks: a finished run of the same command is not an error)
+        check_out(out)
     check_symbol_options(symbol_map, cfg, spec, unlabeled)
     if spec.modality == "image":
         if text_column or pair_column or label_column:

@@ -103,7 +103,8 @@ def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path
     copied from the first run; `summarize(runs)` adds a method's own aggregates.
 
     The run is written into `partial_folder(out)` (locked: one run owns it) and renamed to `out` when every seed
-    is done. A killed run leaves the partial folder: `resume` continues it — finished seeds are read back, the
+    is done; `request.json` (the command and config) stays in it. `out` must be absent or empty (checked here,
+    under the lock), except that `resume` on a finished run of the same request returns its metrics. A killed run leaves the partial folder: `resume` continues it — finished seeds are read back, the
     fits of the interrupted seed restart from their last epoch's checkpoint — and refuses a different `request`
     or `config`. A failed run (an error, not a kill) leaves nothing. In a multi-process launch only global rank 0
     writes; the other ranks work in a throw-away folder and read the shared checkpoints."""
@@ -122,16 +123,18 @@ def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path
     if lock is None:
         raise SelfsupError(f"{out}: another selfsup run is writing it (lock {out.parent / f'.{out.name}.lock'})")
     try:
+        if resume and not (partial / "request.json").is_file() and (out / "metrics.json").is_file() \
+                and (out / "request.json").is_file():  # killed after it finished: the run is there
+            _check_same(out, json.loads((out / "request.json").read_text()), wanted, "finished")
+            print(f"selfsup: {out} is already complete (the same command finished it); nothing to resume",
+                  file=sys.stderr)
+            return json.loads((out / "metrics.json").read_text())
+        check_out(out)
         if resume:
             if not (partial / "request.json").is_file():
                 raise SelfsupError(f"--resume: {out} has no interrupted run to continue (no {partial.name}/ beside "
                                    "it); start it without --resume")
-            saved = json.loads((partial / "request.json").read_text())
-            for key in wanted:
-                if saved.get(key) != wanted[key]:
-                    raise SelfsupError(f"--resume: the interrupted run of {out} used other {key} "
-                                       f"({_difference(saved.get(key), wanted[key])}); resume with the same "
-                                       "command, or start a new --out")
+            _check_same(out, json.loads((partial / "request.json").read_text()), wanted)
         elif partial.exists():
             print(f"selfsup: discarding an interrupted run in {partial} (pass --resume to continue it)",
                   file=sys.stderr)
@@ -145,7 +148,6 @@ def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        (partial / "request.json").unlink()
         if out.is_dir():
             out.rmdir()  # empty (checked by the caller): the finished run is renamed into its place
         os.replace(partial, out)
@@ -153,6 +155,13 @@ def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path
     finally:
         lock.close()
         (out.parent / f".{out.name}.lock").unlink(missing_ok=True)
+
+
+def _check_same(out: Path, saved: dict[str, Any], wanted: dict[str, Any], what: str = "interrupted") -> None:
+    for key in wanted:
+        if saved.get(key) != wanted[key]:
+            raise SelfsupError(f"--resume: the {what} run of {out} used other {key} ({_difference(saved.get(key), wanted[key])}); "
+                               "resume with the same command, or start a new --out")
 
 
 def _difference(saved: Any, wanted: Any) -> str:
