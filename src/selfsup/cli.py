@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     func: Callable[[argparse.Namespace], int] = args.func
+    from selfsup.report.cards import set_invocation
+
+    set_invocation(sys.argv[1:] if argv is None else argv)  # model cards record the command
     try:
         return func(args)
     except SelfsupError as e:
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"selfsup: error: {where}{e.strerror or e} (cannot write or read there)", file=sys.stderr)
         return 2
+    finally:
+        set_invocation(None)
 
 
 if __name__ == "__main__":

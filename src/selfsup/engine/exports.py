@@ -20,8 +20,9 @@ class ExportEvery(Callback):
     """Export through the objective's own `export` on global rank 0 after every N-th optimizer step; an export
     that already exists (written before a kill) is kept, and a half-written one is removed on the next start."""
 
-    def __init__(self, objective, folder: Path, every: int) -> None:
+    def __init__(self, objective, folder: Path, every: int, card=None) -> None:
         self.objective, self.folder, self.every = objective, Path(folder), every
+        self.card = card  # card(tmp_folder, final_folder, step): writes the export's model card
         self.last = -1
         for stale in self.folder.glob(".step-*.tmp.*") if self.folder.is_dir() else []:
             shutil.rmtree(stale, ignore_errors=True)
@@ -37,4 +38,6 @@ class ExportEvery(Callback):
         if not target.is_dir():
             with atomic_dir(target) as tmp:
                 self.objective.export(tmp)
+                if self.card is not None:
+                    self.card(tmp, target, step)
         return target

@@ -174,7 +174,7 @@ def _run(recipe, sources: list[str], out: Path, resume: bool, overrides: list[st
 
     objective_cls = get_objective(r.name)
     prepared = objective_cls.prepare(r, sources)  # reads + validates data; nothing written to `out` yet
-    return _train(r, objective_cls, prepared, out, resume, callbacks or [], progress, quiet, start_step)
+    return _train(r, objective_cls, prepared, out, resume, callbacks or [], progress, quiet, start_step, sources)
 
 
 def _launched_child() -> bool:
@@ -186,8 +186,22 @@ def _world(cfg) -> int:
     return cfg.devices * cfg.num_nodes
 
 
+def _card(r: Recipe, objective, sources: list, tmp: Path, final: Path, step: int,
+          metrics: dict[str, Any] | None = None) -> None:
+    """The model card of an export: recipe, method (its docstring's first line names the paper), data, step."""
+    from selfsup.report.cards import write_model_card
+
+    doc = (type(objective).__doc__ or sys.modules[type(objective).__module__].__doc__ or "").strip().split("\n\n")[0]
+    write_model_card(tmp, location=final, title=f"{r.name}, pretrained with selfsup", tags=(r.name,),
+                     summary=" ".join(doc.split()) or f"Pretrained with the selfsup recipe {r.name}.",
+                     facts={"recipe": r.name, "model type": getattr(r.model, "type", None),
+                            "parameters": sum(p.numel() for p in objective.parameters()), "optimizer steps": step,
+                            "data": [str(s) for s in sources], "seed": r.train.seed},
+                     metrics=metrics)
+
+
 def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callbacks: list, progress: bool,
-           quiet: bool, start_step: int = 0) -> dict[str, Any]:
+           quiet: bool, start_step: int = 0, sources: list | None = None) -> dict[str, Any]:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
@@ -231,7 +245,9 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     if strategy == "auto" and world > 1:
         strategy = "ddp"
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    exports = ExportEvery(objective, out / "exports", c.export_every) if c.export_every else None
+    exports = ExportEvery(objective, out / "exports", c.export_every,
+                          card=lambda tmp, final, step: _card(r, objective, sources or [], tmp, final, step)) \
+        if c.export_every else None
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_train_steps=c.checkpoint_every,
                            save_top_k=1, save_last=False, enable_version_counter=False)
     trainer = L.Trainer(
@@ -275,6 +291,8 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     metrics = _summarize(r, out, objective, trainer, seconds, trainer.global_step - start_step, final)
     with atomic_dir(out / "model", replace=True) as tmp:
         objective.export(tmp)
+        _card(r, objective, sources or [], tmp, out / "model", trainer.global_step,
+              {k: v for k, v in metrics.items() if k.startswith(("train_loss", "heldout_")) and k != "train_loss_first"})
     if exports is not None:
         exports.export(trainer.global_step)
     from selfsup.report.figures import plot_training_curves

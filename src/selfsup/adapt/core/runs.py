@@ -76,11 +76,32 @@ def write_seed(folder: Path, record: dict[str, Any], curves: dict[str, list] | N
     from selfsup.report.figures import plot_history
 
     atomic_write_json(Path(folder) / "metrics.json", record)
+    if (Path(folder) / "model" / "task.json").is_file():
+        _card(Path(folder) / "model", record)
     rows = {name: [r for r in hist if r.get("eval_loss") is not None or r.get(record["main_metric"]) is not None]
             for name, hist in (curves or {}).items()}
     if any(rows.values()):
         plot_history(rows, Path(folder) / "curves.png", record["main_metric"], title=title or record["task"])
     return record
+
+
+def _card(model: Path, record: dict[str, Any]) -> None:
+    """The fine-tuned model's card: task, labels, method, source checkpoint, data sizes, its evaluation."""
+    from selfsup.report.cards import write_model_card
+
+    evaluation = {f"eval {k}": v for k, v in record.get("eval", {}).items() if k != "examples"}
+    final = Path(*[p[1:-len(".partial")] if p.startswith(".") and p.endswith(".partial") else p
+                   for p in model.parts])  # where partial_folder(out) will be renamed to
+    write_model_card(model, location=final, title=f"{record['task']} ({record['method']}), fine-tuned with selfsup",
+                     summary=f"`{record['model']}` adapted with selfsup's `--method {record['method']}` "
+                             f"({record['init']} weights) on a {record['task']} task; `task.json` beside the weights "
+                             "holds the labels and input columns that `selfsup evaluate` / `predict` read.",
+                     facts={"task": record["task"], "labels": record.get("labels"), "method": record["method"],
+                            "source model": record["model"], "init": record["init"], "seed": record["seed"],
+                            "training examples": record["train_examples"], "evaluation examples": record["eval_examples"],
+                            "trainable parameters": f"{record['trainable_parameters']:,} of {record['total_parameters']:,}",
+                            "epochs": record["epochs"], "optimizer steps": record["steps"], "lr": record["lr"]},
+                     metrics=evaluation, tags=(record["task"], record["method"]))
 
 
 SUMMARY_KEYS = ("task", "model", "init", "method", "main_metric", "trainable_parameters", "total_parameters",
