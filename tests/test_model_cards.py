@@ -69,6 +69,10 @@ def test_finetuned_models_have_cards_with_the_command_and_their_evaluation(tiny_
     assert "| labels | " + ", ".join(metrics["labels"]) + " |" in card
     model = _run_snippet(card_path, Path.cwd())["model"]  # run_cli ran where the tests run
     assert type(model).__name__ == cls
+    assert [model.config.id2label[i] for i in range(len(metrics["labels"]))] == metrics["labels"]
+    if method == "lora":  # the base path is absolute: the artifact loads from anywhere
+        assert Path(json.loads((out / "model" / "adapter_config.json").read_text())["base_model_name_or_path"]
+                    ).is_absolute()
 
 
 def test_card_is_pure_and_tells_when_the_folder_is_not_transformers(tmp_path):

@@ -37,7 +37,7 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def loading_snippet(folder: Path, location: Path | None = None) -> str:
+def loading_snippet(folder: Path, location: Path | None = None, labels: list[str] | None = None) -> str:
     """Python that loads the folder (found at `location` once in place): the transformers class its
     config.json names, else selfsup's own format."""
     where = location or folder
@@ -47,7 +47,11 @@ def loading_snippet(folder: Path, location: Path | None = None) -> str:
         adapter = None
     if isinstance(adapter, dict):
         cls = "AutoPeftModel" + PEFT_CLASSES.get(str(adapter.get("task_type")), "")
-        return f'from peft import {cls}\n\nmodel = {cls}.from_pretrained("{where}")  # loads the base model too'
+        head = ""
+        if labels and adapter.get("task_type") in ("SEQ_CLS", "TOKEN_CLS"):  # the base config has no labels
+            head = (f",\n    id2label={dict(enumerate(labels))!r},\n    label2id={ {l: i for i, l in enumerate(labels)}!r}")
+        return (f'from peft import {cls}\n\nmodel = {cls}.from_pretrained(  # loads the base model too\n'
+                f'    "{where}"{head})')
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -65,7 +69,7 @@ def loading_snippet(folder: Path, location: Path | None = None) -> str:
 
 def model_card(folder: Path, *, title: str, summary: str, facts: Mapping[str, Any],
                metrics: Mapping[str, Any] | None = None, command: str | None = None,
-               tags: tuple[str, ...] = (), location: Path | None = None) -> str:
+               tags: tuple[str, ...] = (), location: Path | None = None, labels: list[str] | None = None) -> str:
     """The card's text (pure: reads only `folder/config.json` for the loading snippet)."""
     head = ["---", "library_name: transformers" if (folder / "config.json").is_file() else "library_name: selfsup",
             "tags:", *[f"- {t}" for t in ("selfsup", *tags)], "---", "", f"# {title}", "", summary, ""]
@@ -76,7 +80,7 @@ def model_card(folder: Path, *, title: str, summary: str, facts: Mapping[str, An
         body += ["## Results", "", "| metric | value |", "|---|---|", *[f"| {k} | {_value(v)} |" for k, v in shown.items()],
                  ""]
     body += ["## How it was made", "", "```bash", command or "# made with the selfsup Python API", "```", "",
-             "## Load it", "", "```python", loading_snippet(folder, location), "```", ""]
+             "## Load it", "", "```python", loading_snippet(folder, location, labels), "```", ""]
     return "\n".join(head + body)
 
 

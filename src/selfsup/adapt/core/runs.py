@@ -101,7 +101,8 @@ def _card(model: Path, record: dict[str, Any]) -> None:
                             "training examples": record["train_examples"], "evaluation examples": record["eval_examples"],
                             "trainable parameters": f"{record['trainable_parameters']:,} of {record['total_parameters']:,}",
                             "epochs": record["epochs"], "optimizer steps": record["steps"], "lr": record["lr"]},
-                     metrics=evaluation, tags=(record["task"], record["method"]))
+                     metrics=evaluation, tags=(record["task"], record["method"]),
+                     labels=record.get("labels") if isinstance(record.get("labels"), list) else None)
 
 
 SUMMARY_KEYS = ("task", "model", "init", "method", "main_metric", "trainable_parameters", "total_parameters",

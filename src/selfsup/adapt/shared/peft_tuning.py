@@ -75,11 +75,16 @@ def wrap(model, config, method: str):
     """`model` wrapped by peft with `config`; a one-line error when peft cannot wrap this architecture."""
     import peft
 
+    base = getattr(config, "base_model_name_or_path", None)
     try:
-        return peft.get_peft_model(model, config)
+        wrapped = peft.get_peft_model(model, config)
     except (ValueError, TypeError) as e:
         raise SelfsupError(f"--method {method}: peft cannot wrap this {model.config.model_type!r} model "
                            f"({str(e).splitlines()[0][:160]})") from None
+    if base:  # get_peft_model overwrites it with the path as the model was loaded (maybe relative)
+        for cfg in wrapped.peft_config.values():
+            cfg.base_model_name_or_path = base
+    return wrapped
 
 
 def save_artifact(model, folder: Path) -> int:
