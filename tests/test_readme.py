@@ -1,0 +1,64 @@
+"""The README's commands are a contract: every `selfsup ...` line of its bash blocks names a real verb with flags
+and choices the CLI accepts (argparse parses it exactly as written), every built-in recipe it names exists,
+and the install and test commands are the ones `.ci/run` uses. (The commands' behaviour is tested verb by verb
+in the other test files, on tiny data.)"""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from selfsup.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def bash_commands(text: str) -> list[str]:
+    """The commands of the ```bash blocks: continuation lines joined, comments and heredoc bodies dropped,
+    `a && b` and `a | b` split."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        block = re.sub(r"<<'(\w+)'\n.*?\n\1\n", "\n", block, flags=re.S)  # python - <<'PY' ... PY
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip() if not line.lstrip().startswith("#") else ""
+            for part in re.split(r"\s&&\s|\s\|\s", line):
+                if part.strip():
+                    commands.append(part.strip())
+    return commands
+
+
+SELFSUP = [c for c in bash_commands(README) if c.startswith("selfsup ")]
+
+
+def test_the_readme_shows_the_verbs():
+    assert len(SELFSUP) > 30
+    verbs = {shlex.split(c)[1] for c in SELFSUP}
+    assert {"pretrain", "finetune", "evaluate", "predict", "demo", "report", "multitask", "align"} <= verbs
+
+
+@pytest.mark.parametrize("command", [c for c in SELFSUP if " ... " not in c])
+def test_every_readme_command_parses(command, capsys):
+    argv = shlex.split(command)[1:]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        pytest.fail(f"argparse refused `{command}`: {capsys.readouterr().err.strip().splitlines()[-1:]} ({e})")
+    assert getattr(args, "func", None) is not None or argv[-1] in ("--help", "-h")
+
+
+def test_recipes_the_readme_names_exist():
+    from selfsup.recipes import list_recipes
+
+    known = set(list_recipes())
+    named = {shlex.split(c)[2] for c in SELFSUP if shlex.split(c)[1] == "pretrain"
+             and not shlex.split(c)[2].endswith((".yaml", ".yml"))}
+    assert named and named <= known, named - known
+
+
+def test_ci_runs_the_readmes_test_command():
+    test_lines = [c for c in bash_commands(README) if "pytest" in c]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_lines and any(line in ci for line in test_lines), (test_lines, ci[-500:])
