@@ -8,6 +8,8 @@ and classifies the held-out one zero-shot from two prompts of its own; "before" 
 the multitask step. A tiny RoFormer is MLM-pretrained on the novels' training paragraphs first (or --model).
 
     SELFSUP_CACHE=/tmp/selfsup-cache python bench/multitask_zero_shot.py --steps 1000 --seeds 3 --max-examples 800
+    python bench/multitask_zero_shot.py --model bench/results/multitask/pretrain --labels shuffled \
+        --out bench/results/multitask-control                          # the control: labels permuted
 
 Writes bench/results/multitask/{pretrain/, tasks/, <held-out>/seed-S/ (selfsup multitask folders),
 zero_shot.png, results.json} and prints the table of docs/methods.md.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import statistics
 import sys
@@ -53,6 +56,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-examples", type=int, default=800, help="per training task (T0's mixing cap)")
+    ap.add_argument("--labels", choices=("real", "shuffled"), default="real",
+                    help="shuffled: a control — the training tasks' labels permuted at random (same prompts, same "
+                         "answer words), to tell what the multitask step teaches beyond the prompt format")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "multitask"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -61,6 +67,14 @@ def main() -> None:
     files = {"spoken": austen_speech_task(out / "tasks" / "spoken", train_per_class=800, eval_per_class=250),
              "question": austen_mark_task(out / "tasks" / "question", "?"),
              "exclamation": austen_mark_task(out / "tasks" / "exclamation", "!")}
+    if args.labels == "shuffled":
+        for name, f in files.items():
+            rows = [json.loads(line) for line in open(f["train"])]
+            labels = [r["label"] for r in rows]
+            random.Random(0).shuffle(labels)
+            path = out / "tasks" / f"{name}-shuffled-train.jsonl"
+            path.write_text("".join(json.dumps({**r, "label": lab}) + "\n" for r, lab in zip(rows, labels)))
+            f["train"] = str(path)
     model = args.model
     if model is None:  # the three tasks cut each novel at the same paragraph: one unlabeled training text
         model = str(out / "pretrain")
