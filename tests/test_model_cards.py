@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, run_cli
+from conftest import TINY
 from selfsup import pretrain
 from selfsup.report.cards import invocation, model_card
 
@@ -55,19 +55,21 @@ def test_pretrained_model_and_exports_have_cards_that_load(persuasion, tmp_path)
 @pytest.mark.parametrize("method,cls", [("full", "BertForSequenceClassification"),
                                         ("lora", "PeftModelForSequenceClassification")])
 def test_finetuned_models_have_cards_with_the_command_and_their_evaluation(tiny_bert, two_novels, tmp_path, method,
-                                                                          cls):
+                                                                          cls, capfd):
+    from selfsup.cli import main
+
     out = tmp_path / "run"
-    r = run_cli("finetune", "--model", str(tiny_bert), "--task", "sequence-classification", "--train",
-                two_novels["train"], "--eval", two_novels["eval"], "--out", str(out), "--max-steps", "3",
-                "--method", method, "--no-progress", "--set", "threads=1", "--set", "max_length=32")
-    assert r.returncode == 0, r.stderr
+    code = main(["finetune", "--model", str(tiny_bert), "--task", "sequence-classification", "--train",
+                 two_novels["train"], "--eval", two_novels["eval"], "--out", str(out), "--max-steps", "3",
+                 "--method", method, "--no-progress", "--set", "threads=1", "--set", "max_length=32"])
+    assert code == 0, capfd.readouterr().err
     card_path = out / "model" / "README.md"
     card = card_path.read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"selfsup finetune --model {tiny_bert}" in card and f"--method {method}" in card
     assert f"| eval accuracy | {metrics['eval']['accuracy']:.4g} |" in card
     assert "| labels | " + ", ".join(metrics["labels"]) + " |" in card
-    model = _run_snippet(card_path, Path.cwd())["model"]  # run_cli ran where the tests run
+    model = _run_snippet(card_path, Path.cwd())["model"]  # the command ran where the tests run
     assert type(model).__name__ == cls
     assert [model.config.id2label[i] for i in range(len(metrics["labels"]))] == metrics["labels"]
     if method == "lora":  # the base path is absolute: the artifact loads from anywhere

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
 from selfsup.adapt.core.evaluation import run_eval
 from selfsup.adapt.core.models import load_tokenizer
 from selfsup.adapt.core.options import parse_overrides
@@ -115,11 +114,13 @@ def test_run_trains_on_the_mixture_only_and_reports_the_saved_model(world, tmp_p
         assert got["loss"] == pytest.approx(m["zero_shot"][0]["prompts"][0][when]["loss"], rel=1e-5)
 
 
-def test_cli_prints_before_and_after(world, tmp_path):
-    r = run_cli("multitask", str(world["mix"]), "--model", str(world["ckpt"]), "--out", str(tmp_path / "o"),
-                "--no-progress", "--set", "threads=1", "--set", "max_steps=2", "--set", "max_length=48")
-    assert r.returncode == 0, r.stderr
-    assert "exclamation: zero-shot accuracy" in r.stdout and (tmp_path / "o" / "model" / "config.json").is_file()
+def test_cli_prints_before_and_after(world, tmp_path, capfd):
+    from selfsup.cli import main
+
+    code = main(["multitask", str(world["mix"]), "--model", str(world["ckpt"]), "--out", str(tmp_path / "o"),
+                 "--no-progress", "--set", "threads=1", "--set", "max_steps=2", "--set", "max_length=48"])
+    out = capfd.readouterr().out
+    assert code == 0 and "exclamation: zero-shot accuracy" in out and (tmp_path / "o" / "model" / "config.json").is_file()
 
 
 BAD = {

@@ -70,10 +70,15 @@ def _pretrain_args(corpus: Path, out: Path) -> list[str]:
             *[a for s in PRETRAIN for a in ("--set", s)]]
 
 
-def test_pretraining_killed_at_random_moments_resumes_to_the_same_losses(persuasion, tmp_path):
-    full = tmp_path / "full"
+@pytest.fixture(scope="module")
+def uninterrupted(persuasion, tmp_path_factory) -> tuple[dict[int, float], float]:
+    full = tmp_path_factory.mktemp("soak") / "full"
     seconds = _timed(_pretrain_args(persuasion, full))
-    want = _losses(full)
+    return _losses(full), seconds
+
+
+def test_pretraining_killed_at_random_moments_resumes_to_the_same_losses(persuasion, uninterrupted, tmp_path):
+    want, seconds = uninterrupted
     for seed in (0,):
         out = tmp_path / f"soak-{seed}"
         events = _soak(_pretrain_args(persuasion, out), lambda: (out / "config.yaml").is_file(), seconds, seed)
@@ -85,10 +90,8 @@ def test_pretraining_killed_at_random_moments_resumes_to_the_same_losses(persuas
         assert not _leftovers(tmp_path), (events, _leftovers(tmp_path))
 
 
-def test_a_kill_in_the_middle_of_a_checkpoint_write_is_resumed_and_cleaned(persuasion, tmp_path):
-    full = tmp_path / "full"
-    subprocess.run([sys.executable, "-m", "selfsup", *_pretrain_args(persuasion, full)], check=True,
-                   capture_output=True, timeout=600)
+def test_a_kill_in_the_middle_of_a_checkpoint_write_is_resumed_and_cleaned(persuasion, uninterrupted, tmp_path):
+    want = uninterrupted[0]
     out = tmp_path / "cut"
     script = textwrap.dedent(f"""
         import os, signal, tempfile
@@ -116,7 +119,7 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_is_resumed_and_cleaned(persu
     r = subprocess.run([sys.executable, "-m", "selfsup", *_pretrain_args(persuasion, out), "--resume"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    got, want = _losses(out), _losses(full)
+    got = _losses(out)
     assert sorted(got) == sorted(want)
     np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=1e-5)
     assert not _leftovers(tmp_path), _leftovers(tmp_path)
