@@ -61,7 +61,7 @@ def main() -> None:
                          "answer words), to tell what the multitask step teaches beyond the prompt format")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "multitask"))
     args = ap.parse_args()
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the mixture files name task files relative to themselves
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     files = {"spoken": austen_speech_task(out / "tasks" / "spoken", train_per_class=800, eval_per_class=250),
