@@ -1,7 +1,8 @@
 """BERT embryology (Chiang, Huang & Lee 2020): when does each ability appear during pretraining? A tiny
 RoFormer is MLM-pretrained on the six Austen novels with `train.export_every`, and every export is probed with
 `selfsup benchmark` (`model: RUN/exports/*`, frozen encoder + linear head) on two real sentence tasks —
-speech or narration (syntax and register), which of six novels (topic, names) — beside the run's own cloze
+speech or narration (syntax and register), which of six novels (topic, names) — and a POS-style tagging task
+(does a comma follow this word: phrase and clause boundaries, the commas removed), beside the run's own cloze
 ability (held-out masked-token accuracy, logged every --every steps).
 
     SELFSUP_CACHE=/tmp/selfsup-cache python bench/embryology.py --steps 1200 --every 150
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from selfsup import pretrain  # noqa: E402
 from selfsup.adapt.tools.suite import run_suite  # noqa: E402
-from selfsup.data.austen import austen_novels_task, austen_speech_task  # noqa: E402
+from selfsup.data.austen import austen_comma_task, austen_novels_task, austen_speech_task  # noqa: E402
 from selfsup.engine.logs import read_logged  # noqa: E402
 
 
@@ -38,6 +39,7 @@ def main() -> None:
     out.mkdir(parents=True)
     speech = austen_speech_task(out / "speech", train_per_class=200, eval_per_class=300)
     novels = austen_novels_task(out / "novels", train_per_class=60, eval_per_class=50)
+    comma = austen_comma_task(out / "comma", train_sentences=400, eval_sentences=300)
     run = out / "pretrain"
     pretrain("mlm_rope", sorted(str(p) for p in (out / "speech" / "unlabeled").glob("*.txt")), run,
              max_steps=args.steps, progress=False,
@@ -49,6 +51,7 @@ defaults: {{epochs: {args.epochs}, method: linear, set: [lr=3e-3, max_length=64,
 tasks:
   - {{name: speech-or-narration, task: sequence-classification, train: {speech['train']}, eval: {speech['eval']}}}
   - {{name: which-novel, task: sequence-classification, train: {novels['train']}, eval: {novels['eval']}}}
+  - {{name: comma-tagging, task: token-classification, train: {comma['train']}, eval: {comma['eval']}}}
 models:
   - {{name: roformer, model: {run}/exports/*, inits: [pretrained]}}
 """)

@@ -14,7 +14,8 @@ from selfsup.adapt.core.options import FinetuneConfig
 from selfsup.adapt.core.kinds import columns_for
 from selfsup.adapt.core.tasks import (IGNORE, TaggedSentence, TextExample, first_piece_index, first_piece_labels,
                                       join_words, read_task, subsample, token_word_ids)
-from selfsup.data.austen import austen_mark_task, austen_novels_task, austen_speech_task, quoted_spans
+from selfsup.data.austen import (austen_comma_task, austen_mark_task, austen_novels_task, austen_speech_task,
+                                 quoted_spans)
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 
@@ -137,3 +138,19 @@ def test_austen_mark_task_labels_come_from_the_final_punctuation_which_is_remove
     assert not any(r["text"] in text for r in ev)  # evaluation sentences come from unseen paragraphs
     with pytest.raises(SelfsupError, match="mark"):
         austen_mark_task(tmp_path / "x", ";")
+
+
+def test_austen_comma_task_tags_the_words_a_comma_followed_and_removes_the_commas(tmp_path):
+    from selfsup.adapt.core.tasks import read_conll
+
+    info = austen_comma_task(tmp_path, train_sentences=50, eval_sentences=20, novels=["emma"])
+    train, ev = read_conll(info["train"]), read_conll(info["eval"])
+    assert len(train) == 50 and len(ev) == 20
+    words = [w for s in train + ev for w in s.words]
+    assert not any(c in w for w in words for c in ',;"')  # the label is not in the input
+    assert all(set(s.tags) <= {"comma", "-"} and "comma" in s.tags[:-1] for s in train + ev)
+    austen_novels_task(tmp_path / "n", train_per_class=1, eval_per_class=1, novels=["emma"])
+    text = " ".join((tmp_path / "n" / "unlabeled" / "emma.txt").read_text().split())  # Emma's training part
+    s = train[0]  # the tagged words, with commas put back where tagged, occur in the novel
+    rebuilt = " ".join(w + ("," if t == "comma" else "") for w, t in zip(s.words, s.tags))
+    assert rebuilt.split(",")[0] in " ".join(text.split())

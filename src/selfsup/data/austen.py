@@ -182,3 +182,47 @@ def austen_mark_task(out_dir: str | Path, mark: str, *, min_words: int = 5, trai
                         if label and len(text.split()) >= min_words:
                             pools[split][label].append({"text": text, "label": label, "novel": name})
     return _write_balanced(out, pools, train_per_class, eval_per_class, rng)
+
+
+def austen_comma_task(out_dir: str | Path, *, min_words: int = 6, train_sentences: int = 600,
+                      eval_sentences: int = 300, eval_fraction: float = 0.2, seed: int = 0,
+                      novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """A real POS-style tagging task labeled by the author's own punctuation: is this word followed by a comma
+    (`comma`) or not (`-`)? The commas (and the sentence's other punctuation) are removed from the input words,
+    so the tagger must find clause and phrase boundaries from the words (syntax, not vocabulary).
+
+    Sentences (>= `min_words` words, quotes removed) of the first (1 - eval_fraction) of each novel's paragraphs
+    give training sentences, the rest evaluation ones; writes `train.conll` and `eval.conll` (`word<TAB>tag`).
+    """
+    import random
+    import re
+
+    from selfsup.data.text import split_sentences
+    from selfsup.fileio import atomic_write_text
+
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    pools: dict[str, list[list[tuple[str, str]]]] = {"train": [], "eval": []}
+    for name in novels:
+        if name not in NOVELS:
+            raise SelfsupError(f"novels: unknown novel {name!r} (known: {', '.join(NOVELS)})")
+        paras = [" ".join(p) for p in _novel_paragraphs(name)]
+        cut = int(len(paras) * (1 - eval_fraction))
+        for split, part in (("train", paras[:cut]), ("eval", paras[cut:])):
+            for para in part:
+                for sentence in split_sentences(para.replace('"', " ")):
+                    tagged = []
+                    for token in sentence.split():
+                        word = re.sub(r"^[^\w]+|[^\w]+$", "", token)
+                        if word:
+                            tagged.append((word, "comma" if token.rstrip("'\u2019)").endswith(",") else "-"))
+                    if len(tagged) >= min_words and any(t == "comma" for _, t in tagged[:-1]):
+                        pools[split].append(tagged)
+    files = {}
+    for split, want in (("train", train_sentences), ("eval", eval_sentences)):
+        if len(pools[split]) < want:
+            raise SelfsupError(f"comma: only {len(pools[split])} {split} sentences, {want} asked for")
+        chosen = rng.sample(pools[split], want)
+        files[split] = out / f"{split}.conll"
+        atomic_write_text(files[split], "\n".join("".join(f"{w}\t{t}\n" for w, t in s) for s in chosen))
+    return {"train": str(files["train"]), "eval": str(files["eval"])}
