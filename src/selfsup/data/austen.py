@@ -26,6 +26,23 @@ def _novel_paragraphs(name: str) -> list[list[str]]:
     return out
 
 
+def _split_paragraphs(out: Path | None, novels: Iterable[str], eval_fraction: float):
+    """(novel, "train" | "eval", paragraph text) for every kept paragraph: the first (1 - eval_fraction) of
+    each novel's paragraphs are "train", the rest "eval"; with `out`, each novel's training part is also
+    written to `out/unlabeled/<novel>.txt` (for pretraining without seeing an evaluation paragraph)."""
+    from selfsup.fileio import atomic_write_text
+
+    for name in novels:
+        if name not in NOVELS:
+            raise SelfsupError(f"novels: unknown novel {name!r} (known: {', '.join(NOVELS)})")
+        paras = [" ".join(p) for p in _novel_paragraphs(name)]
+        cut = int(len(paras) * (1 - eval_fraction))
+        if out is not None:
+            atomic_write_text(out / "unlabeled" / f"{name}.txt", "\n\n".join(paras[:cut]) + "\n")
+        for i, para in enumerate(paras):
+            yield name, "train" if i < cut else "eval", para
+
+
 def austen_novels_task(out_dir: str | Path, *, passage_words: int = 40, train_per_class: int = 400,
                        eval_per_class: int = 100, eval_fraction: float = 0.2, seed: int = 0,
                        novels: Iterable[str] = NOVELS) -> dict[str, Any]:
@@ -103,25 +120,17 @@ def austen_speech_task(out_dir: str | Path, *, min_words: int = 8, train_per_cla
     import random
 
     from selfsup.data.text import split_sentences
-    from selfsup.fileio import atomic_write_text
 
     out = Path(out_dir)
     rng = random.Random(seed)
     pools: dict[str, dict[str, list[dict]]] = {"train": {"speech": [], "narration": []},
                                                 "eval": {"speech": [], "narration": []}}
-    for name in novels:
-        if name not in NOVELS:
-            raise SelfsupError(f"novels: unknown novel {name!r} (known: {', '.join(NOVELS)})")
-        paras = [" ".join(p) for p in _novel_paragraphs(name)]
-        cut = int(len(paras) * (1 - eval_fraction))
-        atomic_write_text(out / "unlabeled" / f"{name}.txt", "\n\n".join(paras[:cut]) + "\n")
-        for split, part in (("train", paras[:cut]), ("eval", paras[cut:])):
-            for para in part:
-                for span, inside in quoted_spans(para):
-                    for sentence in split_sentences(span):
-                        if len(sentence.split()) >= min_words:
-                            pools[split]["speech" if inside else "narration"].append(
-                                {"text": sentence, "label": "speech" if inside else "narration", "novel": name})
+    for name, split, para in _split_paragraphs(out, novels, eval_fraction):
+        for span, inside in quoted_spans(para):
+            for sentence in split_sentences(span):
+                if len(sentence.split()) >= min_words:
+                    label = "speech" if inside else "narration"
+                    pools[split][label].append({"text": sentence, "label": label, "novel": name})
     return _write_balanced(out, pools, train_per_class, eval_per_class, rng)
 
 
@@ -158,7 +167,6 @@ def austen_mark_task(out_dir: str | Path, mark: str, *, min_words: int = 5, trai
     import random
 
     from selfsup.data.text import split_sentences
-    from selfsup.fileio import atomic_write_text
 
     if mark not in MARKS:
         raise SelfsupError(f"mark: one of {', '.join(MARKS)}, got {mark!r}")
@@ -166,21 +174,14 @@ def austen_mark_task(out_dir: str | Path, mark: str, *, min_words: int = 5, trai
     rng = random.Random(seed)
     positive = MARKS[mark]
     pools: dict[str, dict[str, list[dict]]] = {s: {positive: [], "statement": []} for s in ("train", "eval")}
-    for name in novels:
-        if name not in NOVELS:
-            raise SelfsupError(f"novels: unknown novel {name!r} (known: {', '.join(NOVELS)})")
-        paras = [" ".join(p) for p in _novel_paragraphs(name)]
-        cut = int(len(paras) * (1 - eval_fraction))
-        atomic_write_text(out / "unlabeled" / f"{name}.txt", "\n\n".join(paras[:cut]) + "\n")
-        for split, part in (("train", paras[:cut]), ("eval", paras[cut:])):
-            for para in part:
-                for span, _ in quoted_spans(para):
-                    for sentence in split_sentences(span):
-                        end = sentence.rstrip(" '\u2019)")[-1:]
-                        label = positive if end == mark else "statement" if end == "." else None
-                        text = sentence.rstrip(" '\u2019).?!;:,-")
-                        if label and len(text.split()) >= min_words:
-                            pools[split][label].append({"text": text, "label": label, "novel": name})
+    for name, split, para in _split_paragraphs(out, novels, eval_fraction):
+        for span, _ in quoted_spans(para):
+            for sentence in split_sentences(span):
+                end = sentence.rstrip(" '\u2019)")[-1:]
+                label = positive if end == mark else "statement" if end == "." else None
+                text = sentence.rstrip(" '\u2019).?!;:,-")
+                if label and len(text.split()) >= min_words:
+                    pools[split][label].append({"text": text, "label": label, "novel": name})
     return _write_balanced(out, pools, train_per_class, eval_per_class, rng)
 
 
@@ -203,21 +204,15 @@ def austen_comma_task(out_dir: str | Path, *, min_words: int = 6, train_sentence
     out = Path(out_dir)
     rng = random.Random(seed)
     pools: dict[str, list[list[tuple[str, str]]]] = {"train": [], "eval": []}
-    for name in novels:
-        if name not in NOVELS:
-            raise SelfsupError(f"novels: unknown novel {name!r} (known: {', '.join(NOVELS)})")
-        paras = [" ".join(p) for p in _novel_paragraphs(name)]
-        cut = int(len(paras) * (1 - eval_fraction))
-        for split, part in (("train", paras[:cut]), ("eval", paras[cut:])):
-            for para in part:
-                for sentence in split_sentences(para.replace('"', " ")):
-                    tagged = []
-                    for token in sentence.split():
-                        word = re.sub(r"^[^\w]+|[^\w]+$", "", token)
-                        if word:
-                            tagged.append((word, "comma" if token.rstrip("'\u2019)").endswith(",") else "-"))
-                    if len(tagged) >= min_words and any(t == "comma" for _, t in tagged[:-1]):
-                        pools[split].append(tagged)
+    for _, split, para in _split_paragraphs(None, novels, eval_fraction):
+        for sentence in split_sentences(para.replace('"', " ")):
+            tagged = []
+            for token in sentence.split():
+                word = re.sub(r"^[^\w]+|[^\w]+$", "", token)
+                if word:
+                    tagged.append((word, "comma" if token.rstrip("'\u2019)").endswith(",") else "-"))
+            if len(tagged) >= min_words and any(t == "comma" for _, t in tagged[:-1]):
+                pools[split].append(tagged)
     files = {}
     for split, want in (("train", train_sentences), ("eval", eval_sentences)):
         if len(pools[split]) < want:
