@@ -45,8 +45,7 @@ class TableDataConfig:
     def feature_columns(self) -> list[str] | None:
         if self.columns is None:
             return None
-        cols = self.columns.split(",") if isinstance(self.columns, str) else list(self.columns)
-        cols = [c.strip() for c in cols if c.strip()]
+        cols = column_names(self.columns)
         if not cols:
             raise SelfsupError("data.columns: no column named")
         return cols
@@ -178,10 +177,11 @@ def locate(spans: list[tuple[str, int, int]], i: int) -> str:
     return f"row {i + 1}"
 
 
-def _names(value: list[str] | str | None) -> list[str]:
+def column_names(value: list[str] | str | None) -> list[str]:
+    """Column names from a list or a comma-separated string (`data.columns`, `data.categorical`)."""
     if value is None:
         return []
-    return [c.strip() for c in (value.split(",") if isinstance(value, str) else value) if str(c).strip()]
+    return [str(c).strip() for c in (value.split(",") if isinstance(value, str) else value) if str(c).strip()]
 
 
 def _check_not_numeric_with_typos(column, name: str, spans: list[tuple[str, int, int]]) -> None:
@@ -244,7 +244,7 @@ class TablePreprocessor:
         if not numeric:
             raise SelfsupError(f"{where}: no numeric feature column among {', '.join(wanted[:12])}")
         categorical = {}
-        forced = set(_names(cfg.categorical))
+        forced = set(column_names(cfg.categorical))
         for c in wanted:
             if c in numeric:
                 continue

@@ -90,9 +90,7 @@ def _card(model: Path, record: dict[str, Any]) -> None:
     from selfsup.report.cards import write_model_card
 
     evaluation = {f"eval {k}": v for k, v in record.get("eval", {}).items() if k != "examples"}
-    final = Path(*[p[1:-len(".partial")] if p.startswith(".") and p.endswith(".partial") else p
-                   for p in model.parts])  # where partial_folder(out) will be renamed to
-    write_model_card(model, location=final, title=f"{record['task']} ({record['method']}), fine-tuned with selfsup",
+    write_model_card(model, location=final_location(model), title=f"{record['task']} ({record['method']}), fine-tuned with selfsup",
                      summary=f"`{record['model']}` adapted with selfsup's `--method {record['method']}` "
                              f"({record['init']} weights) on a {record['task']} task; `task.json` beside the weights "
                              "holds the labels and input columns that `selfsup evaluate` / `predict` read.",
@@ -113,6 +111,11 @@ def partial_folder(out: Path) -> Path:
     """Where a run of `out` is written until it is complete (and kept when it is killed, for --resume)."""
     out = Path(out)
     return out.parent / f".{out.name}.partial"
+
+
+def final_location(path: Path) -> Path:
+    """Where `path`, inside a `partial_folder(out)`, will be once the run is renamed to `out`."""
+    return Path(*[p[1:-len(".partial")] if p.startswith(".") and p.endswith(".partial") else p for p in Path(path).parts])
 
 
 def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], dict[str, Any]],

@@ -201,8 +201,13 @@ def multitask(mixture: str | Path, model: str | Path, out: str | Path, *, seed: 
     def head(spec):
         return PromptClassifier(lm, spec, tok.mask_token_id, pad_id)
 
+    encoded: dict[int, list] = {}  # id(spec) -> its evaluation features (held-in ones are scored every epoch)
+
     def score(spec, entry: dict[str, Any]) -> dict[str, float]:
-        feats = PromptTokenizer(tok, spec).encode_prompts(entry["eval"], entry["labels"], entry["max_length"])
+        if id(spec) not in encoded:
+            encoded[id(spec)] = PromptTokenizer(tok, spec).encode_prompts(entry["eval"], entry["labels"],
+                                                                         entry["max_length"])
+        feats = encoded[id(spec)]
         return run_eval(head(spec).to(device), feats, entry["eval"], entry["task"].task, entry["labels"], cfg,
                         pad_id, device)
 
@@ -265,10 +270,9 @@ def multitask(mixture: str | Path, model: str | Path, out: str | Path, *, seed: 
 
 
 def _majority(examples: Sequence) -> float:
-    counts: dict[str, int] = {}
-    for ex in examples:
-        counts[ex.label] = counts.get(ex.label, 0) + 1
-    return max(counts.values()) / len(examples)
+    from selfsup.adapt.core.tasks import class_counts
+
+    return max(class_counts(examples).values()) / len(examples)
 
 
 def _plot(tasks: list[dict[str, Any]], path: Path) -> None:
