@@ -61,6 +61,7 @@ def test_corpus_cache_is_memory_mapped_reused_and_keeps_structure(persuasion):
     tok = get_tokenizer(TokenizerConfig(vocab_size=2000), [str(persuasion)], "text")
     corpus = build_corpus([str(persuasion)], "text", tok)
     assert isinstance(corpus.tokens, np.memmap) and corpus.tokens.dtype == np.uint16
+    assert isinstance(corpus.sentences, np.memmap) and isinstance(corpus.sentence_doc, np.memmap)
     again = build_corpus([str(persuasion)], "text", tok)
     assert again.folder == corpus.folder  # the cache is reused, not rebuilt
     # one document, ending with the separator; sentences tile the stream up to it
@@ -92,3 +93,29 @@ def test_hugging_face_dataset_code_path_on_a_local_folder(tmp_path, monkeypatch)
     assert [p.doc for p in paras] == list(range(5))
     with pytest.raises(SelfsupError, match="hf:.*nope.*cannot load data set"):
         list(read_paragraphs([f"hf:{tmp_path / 'nope'}"]))
+
+
+def test_a_file_without_blank_lines_is_read_in_bounded_pieces_of_whole_lines(tmp_path, monkeypatch):
+    import selfsup.data.text as text_module
+
+    monkeypatch.setattr(text_module, "MAX_PARAGRAPH_CHARS", 200)
+    lines = [f"Sentence number {i} stands alone." for i in range(100)]
+    (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n")
+    paras = list(read_paragraphs([str(tmp_path / "lines.txt")]))
+    assert len(paras) > 10 and {p.doc for p in paras} == {0}  # many pieces, still one document
+    assert max(sum(len(s) + 1 for s in p.sentences) for p in paras) <= 200 + len(lines[0]) + 1
+    assert [s for p in paras for s in p.sentences] == lines  # nothing lost, nothing split mid-line
+
+
+def test_the_tokenizer_learns_from_a_bounded_sample_spread_over_the_corpus(tmp_path):
+    from selfsup.data.corpus import tokenizer_sample
+
+    paragraphs = [f"Paragraph {i} of the corpus." for i in range(2000)]
+    (tmp_path / "big.txt").write_text("\n\n".join(paragraphs) + "\n")
+    sample = list(tokenizer_sample([str(tmp_path / "big.txt")], "text", budget=5000))
+    assert 4000 <= sum(map(len, sample)) <= 5000 + len(paragraphs[-1])
+    numbers = [int(s.split()[1]) for s in sample]
+    assert max(numbers) > 1500 and min(numbers) < 500  # spread over the file, not its first paragraphs
+    assert sample == list(tokenizer_sample([str(tmp_path / "big.txt")], "text", budget=5000))  # reproducible
+    small = list(tokenizer_sample([str(tmp_path / "big.txt")], "text", budget=10 ** 9))
+    assert len(small) == 2000  # under the budget: all of it

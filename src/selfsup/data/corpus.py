@@ -3,7 +3,9 @@
 Layout of a cache folder (`$SELFSUP_CACHE` or ~/.cache/selfsup, keyed by a hash of the sources and the
 tokenizer): `tokens.bin` (uint16/uint32 ids; each document's sentences back to back, then one separator
 token), `word_start.bin` (uint8, 1 where a token starts a word — from the tokenizer's pre-tokenization
-offsets, never from `##` conventions), `sentences.npy` (int64 [start, end) per sentence), `sentence_doc.npy`.
+offsets, never from `##` conventions), `sentences.bin` (int64 [start, end) per sentence), `sentence_doc.bin`
+(int64 document id per sentence). Every file is written as the tokens are produced, so building the cache
+holds one batch of sentences in memory, whatever the corpus size.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from selfsup.data.tokenizer import TokenizerConfig, load_pretrained_tokenizer, s
 from selfsup.errors import SelfsupError
 from selfsup.fileio import atomic_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -54,6 +56,23 @@ def paragraph_texts(sources: list[str], column: str) -> Iterator[str]:
         yield " ".join(para.sentences)
 
 
+def tokenizer_sample(sources: list[str], column: str, budget: int) -> Iterator[str]:
+    """Paragraph texts of about `budget` characters spread over the corpus: each paragraph kept with probability
+    budget / (bytes of the local files), drawn from a fixed seed; stops at the budget (an `hf:` source, whose
+    size is unknown, gives its first paragraphs)."""
+    size = sum(Path(s).stat().st_size for s in sources if not s.startswith("hf:"))
+    keep = 1.0 if any(s.startswith("hf:") for s in sources) or size <= budget else budget / size
+    rng = np.random.default_rng(0)
+    used = 0
+    for text in paragraph_texts(sources, column):
+        if keep < 1.0 and rng.random() >= keep:
+            continue
+        yield text
+        used += len(text)
+        if used >= budget:
+            return
+
+
 def get_tokenizer(cfg: TokenizerConfig, sources: list[str], column: str, add_cls_sep: bool = True):
     """The recipe's tokenizer: loaded (kind: pretrained) or trained on the sources and cached."""
     if cfg.kind == "pretrained":
@@ -65,7 +84,7 @@ def get_tokenizer(cfg: TokenizerConfig, sources: list[str], column: str, add_cls
                                  "v": FORMAT_VERSION})
     folder = cache_root() / "tokenizers" / key
     if not (folder / "tokenizer.json").exists():
-        tok = train_tokenizer(cfg, paragraph_texts(sources, column), add_cls_sep)
+        tok = train_tokenizer(cfg, tokenizer_sample(sources, column, cfg.train_chars), add_cls_sep)
         with atomic_dir(folder) as tmp:
             tok.save_pretrained(str(tmp))
     return AutoTokenizer.from_pretrained(str(folder))
@@ -90,8 +109,8 @@ class TokenCorpus:
         return cls(folder,
                    np.memmap(folder / "tokens.bin", dtype=dtype, mode="r", shape=(n,)),
                    np.memmap(folder / "word_start.bin", dtype=np.uint8, mode="r", shape=(n,)),
-                   np.load(folder / "sentences.npy", mmap_mode="r"),
-                   np.load(folder / "sentence_doc.npy", mmap_mode="r"),
+                   np.memmap(folder / "sentences.bin", dtype=np.int64, mode="r", shape=(meta["n_sentences"], 2)),
+                   np.memmap(folder / "sentence_doc.bin", dtype=np.int64, mode="r", shape=(meta["n_sentences"],)),
                    int(meta["separator_id"]))
 
     @property
@@ -123,16 +142,16 @@ def build_corpus(sources: list[str], column: str, tokenizer, batch_sentences: in
         raise SelfsupError("tokenizer: needs a [SEP] or end-of-sequence token to separate documents")
     dtype = np.uint16 if len(tokenizer) < 2 ** 16 else np.uint32
     with atomic_dir(folder) as tmp:
-        n_tokens = 0
-        sentences: list[tuple[int, int]] = []
-        sentence_doc: list[int] = []
-        with open(tmp / "tokens.bin", "wb") as f_tok, open(tmp / "word_start.bin", "wb") as f_ws:
+        n_tokens = n_sentences = 0
+        with open(tmp / "tokens.bin", "wb") as f_tok, open(tmp / "word_start.bin", "wb") as f_ws, \
+                open(tmp / "sentences.bin", "wb") as f_sent, open(tmp / "sentence_doc.bin", "wb") as f_doc:
             pending: list[tuple[int, str]] = []
             last_doc = None
 
             def flush() -> None:
-                nonlocal n_tokens
+                nonlocal n_tokens, n_sentences
                 encs = backend.encode_batch([s for _, s in pending], add_special_tokens=False)
+                spans, docs = [], []
                 for (doc, _), enc in zip(pending, encs):
                     ids = np.asarray(enc.ids, dtype=dtype)
                     if not len(ids):
@@ -141,9 +160,12 @@ def build_corpus(sources: list[str], column: str, tokenizer, batch_sentences: in
                     starts = np.r_[True, words[1:] != words[:-1]].astype(np.uint8)
                     ids.tofile(f_tok)
                     starts.tofile(f_ws)
-                    sentences.append((n_tokens, n_tokens + len(ids)))
-                    sentence_doc.append(doc)
+                    spans.append((n_tokens, n_tokens + len(ids)))
+                    docs.append(doc)
                     n_tokens += len(ids)
+                np.asarray(spans, dtype=np.int64).reshape(-1, 2).tofile(f_sent)
+                np.asarray(docs, dtype=np.int64).tofile(f_doc)
+                n_sentences += len(docs)
                 pending.clear()
 
             def end_document() -> None:
@@ -163,10 +185,9 @@ def build_corpus(sources: list[str], column: str, tokenizer, batch_sentences: in
             flush()
             if last_doc is not None:
                 end_document()
-        if not sentences:
+        if not n_sentences:
             raise SelfsupError(f"{', '.join(sources)[:200]}: no tokens after tokenization")
-        np.save(tmp / "sentences.npy", np.asarray(sentences, dtype=np.int64))
-        np.save(tmp / "sentence_doc.npy", np.asarray(sentence_doc, dtype=np.int64))
         (tmp / "meta.json").write_text(json.dumps({"dtype": np.dtype(dtype).name, "n_tokens": n_tokens,
-                                                   "separator_id": separator, "sources": sources}))
+                                                   "n_sentences": n_sentences, "separator_id": separator,
+                                                   "sources": sources}))
     return TokenCorpus.open(folder)

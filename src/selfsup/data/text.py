@@ -1,8 +1,10 @@
 """Read text from plain files, folders, JSONL/CSV/TSV columns and Hugging Face data sets.
 
 Every source becomes a stream of `Paragraph(doc, sentences)`: a document is one plain-text file or one
-JSONL/CSV row; plain text is split into paragraphs on blank lines (wrapped lines are joined). Bad input is a
-`SelfsupError` naming the file and line.
+JSONL/CSV row; plain text is split into paragraphs on blank lines (wrapped lines are joined), and a paragraph
+grows no longer than `MAX_PARAGRAPH_CHARS` (a file with no blank lines — one sentence or one tweet per line —
+is read in pieces of whole lines, so memory does not grow with the file). Bad input is a `SelfsupError`
+naming the file and line.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ TEXT_SUFFIXES = {".txt", ".text", ".md", ".jsonl", ".json", ".csv", ".tsv", ".xz
 # A rule-based sentence splitter (no data download, unlike nltk's punkt): ends at . ! ? (plus closing quotes
 # or brackets) followed by space and an upper-case letter, a digit or an opening quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9])")
+# the longest run of lines read before a paragraph is handed on (the document stays the same)
+MAX_PARAGRAPH_CHARS = 65536
 _ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Col|Capt|Gen|Rev|No|vs|etc|e\.g|i\.e)\.$")
 
 
@@ -75,13 +79,15 @@ def inner_suffix(path: Path) -> str:
 
 def _plain_paragraphs(path: Path, doc: int) -> Iterator[Paragraph]:
     buf: list[str] = []
+    size = 0
     for _, line in decoded_lines(path):
         line = line.strip().lstrip("\ufeff")
         if line:
             buf.append(line)
-        elif buf:
+            size += len(line) + 1
+        if buf and (not line or size >= MAX_PARAGRAPH_CHARS):
             yield Paragraph(doc, split_sentences(" ".join(buf)))
-            buf = []
+            buf, size = [], 0
     if buf:
         yield Paragraph(doc, split_sentences(" ".join(buf)))
 

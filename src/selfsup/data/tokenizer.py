@@ -20,6 +20,10 @@ class TokenizerConfig:
     vocab_size: int = bounded(8000, ge=64)
     lowercase: bool = True
     min_frequency: int = bounded(2, ge=1)
+    # as SentencePiece's input_sentence_size: the tokenizer learns from a bounded sample, so its memory does not
+    # grow with the corpus (the whole corpus is still tokenized)
+    train_chars: int = bounded(50_000_000, ge=1000, doc="characters of text, spread over the corpus, the "
+                               "tokenizer is trained on")
     pretrained: str | None = None  # local folder or hub name, for kind: pretrained
     trust_remote_code: bool = False
 

@@ -310,7 +310,7 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     world = cfg.devices * cfg.num_nodes
     per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
-    total_steps = cfg.max_steps or cfg.epochs * per_epoch
+    total_steps = cfg.max_steps or max(cfg.epochs * per_epoch, cfg.min_steps)
     epochs = math.ceil(total_steps / per_epoch)
     strategy = cfg.strategy
     if strategy == "auto" and world > 1:

@@ -20,6 +20,7 @@ class FinetuneConfig:
     eval_batch_size: int = bounded(64, ge=1)
     epochs: int = bounded(3, ge=1)
     max_steps: int | None = bounded(None, ge=1, doc="optimizer steps; overrides epochs")
+    min_steps: int = bounded(0, ge=0, doc="fewest optimizer steps: a small set gets more epochs (0: epochs as set)")
     warmup_ratio: float = bounded(0.1, ge=0, lt=1)
     weight_decay: float = bounded(0.01, ge=0)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
