@@ -39,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from selfsup import pretrain  # noqa: E402
+from selfsup.adapt.core.kinds import columns_for  # noqa: E402
 from selfsup.adapt.core.run import finetune  # noqa: E402
+from selfsup.adapt.core.tasks import example_labels, first_piece_labels, read_task  # noqa: E402
 from selfsup.data.austen import austen_comma_task, austen_novels_task, austen_speech_task  # noqa: E402
 
 KIND = {"speech": "sequence-classification", "novel": "sequence-classification", "comma": "token-classification"}
@@ -59,35 +61,30 @@ def make_tasks(names: list[str], work: Path) -> dict[str, dict]:
     return tasks
 
 
-def read_rows(path: str) -> list[dict]:
-    """JSONL rows {text, label}, or CoNLL sentences as {tokens, tags}."""
-    if path.endswith(".conll"):
-        out = []
-        for block in Path(path).read_text().strip().split("\n\n"):
-            pairs = [line.split("\t") for line in block.splitlines()]
-            out.append({"tokens": [w for w, _ in pairs], "tags": [t for _, t in pairs]})
-        return out
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def read_rows(path: str, name: str) -> list:
+    """The task file as selfsup reads it (TextExample or TaggedSentence rows)."""
+    return read_task(path, KIND[name], columns_for(KIND[name]))
 
 
 def unlabeled_text(tasks: dict[str, dict], work: Path) -> str:
     lines = []
-    for task in tasks.values():
-        for row in read_rows(task["train"]):
-            lines.append(row["text"] if "text" in row else " ".join(row["tokens"]))
+    for name, task in tasks.items():
+        for row in read_rows(task["train"], name):
+            lines.append(" ".join(row.words) if hasattr(row, "words") else row.text)
     path = work / "unlabeled.txt"
     path.write_text("\n\n".join(lines) + "\n")
     return str(path)
 
 
-def majority(task: dict) -> float:
-    train, ev = read_rows(task["train"]), read_rows(task["eval"])
-    if "tags" in train[0]:
-        top = Counter(t for r in train for t in r["tags"]).most_common(1)[0][0]
-        tags = [t for r in ev for t in r["tags"]]
-        return sum(t == top for t in tags) / len(tags)
-    top = Counter(r["label"] for r in train).most_common(1)[0][0]
-    return sum(r["label"] == top for r in ev) / len(ev)
+def majority(name: str, task: dict) -> float:
+    train, ev = read_rows(task["train"], name), read_rows(task["eval"], name)
+    top = Counter(example_labels_flat(train)).most_common(1)[0][0]
+    gold = example_labels_flat(ev)
+    return sum(g == top for g in gold) / len(gold)
+
+
+def example_labels_flat(rows: list) -> list[str]:
+    return [x for r in rows for x in example_labels(r)]
 
 
 def selfsup_accuracy(model: Path, name: str, task: dict, out: Path, seed: int, sets: list[str]) -> float:
@@ -110,9 +107,8 @@ def plain_loop_accuracy(model: Path, name: str, task: dict, *, lr: float, epochs
     torch.manual_seed(seed)
     tok = tf.AutoTokenizer.from_pretrained(str(model))
     token_level = KIND[name] == "token-classification"
-    train, ev = read_rows(task["train"]), read_rows(task["eval"])
-    key = "tags" if token_level else "label"
-    labels = sorted({x for r in train for x in (r[key] if token_level else [r[key]])})
+    train, ev = read_rows(task["train"], name), read_rows(task["eval"], name)
+    labels = sorted(set(example_labels_flat(train)))
     index = {lab: i for i, lab in enumerate(labels)}
     auto = tf.AutoModelForTokenClassification if token_level else tf.AutoModelForSequenceClassification
     net = auto.from_pretrained(str(model), num_labels=len(labels))
@@ -121,15 +117,13 @@ def plain_loop_accuracy(model: Path, name: str, task: dict, *, lr: float, epochs
         feats = []
         for r in rows:
             if token_level:
-                enc = tok(r["tokens"], is_split_into_words=True, truncation=True, max_length=128)
-                words, prev, tags = enc.word_ids(), None, []
-                for w in words:
-                    tags.append(-100 if w is None or w == prev else index[r["tags"][w]])
-                    prev = w
-                feats.append({"input_ids": enc["input_ids"], "labels": tags})
+                enc = tok(r.words, is_split_into_words=True, truncation=True, max_length=128)
+                word_labels = [index[t] for t in r.tags]
+                feats.append({"input_ids": enc["input_ids"],
+                              "labels": first_piece_labels(enc.word_ids(), word_labels)})
             else:
-                enc = tok(r["text"], truncation=True, max_length=128)
-                feats.append({"input_ids": enc["input_ids"], "labels": index[r["label"]]})
+                enc = tok(r.text, truncation=True, max_length=128)
+                feats.append({"input_ids": enc["input_ids"], "labels": index[r.label]})
         return feats
 
     train_feats, eval_feats = encode(train), encode(ev)
@@ -186,7 +180,7 @@ def main() -> None:
         model = mlm / "model"
         seeds = range(args.seeds)
         for name, task in tasks.items():
-            rows: dict[str, list[float]] = {"most frequent label": [majority(task)]}
+            rows: dict[str, list[float]] = {"most frequent label": [majority(name, task)]}
             rows["selfsup defaults"] = [selfsup_accuracy(model, name, task, work / "runs" / name / f"default-{s}",
                                                          s, []) for s in seeds]
             if args.sweep:
