@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -35,6 +35,11 @@ class TextDataConfig:
     text_column: str = "text"
     block_size: int = bounded(128, ge=8, doc="tokens per example, special tokens included")
     holdout_fraction: float = bounded(0.05, ge=0, lt=0.5, doc="examples kept out for held-out loss")
+    streaming: bool = dataclasses.field(default=False, metadata={"doc": (
+        "read, tokenize and pack the text on the fly, no token cache (corpora larger than memory or disk): each "
+        "file, or each shard of an hf: data set, is a shard; mlm without sentence_task and clm only")})
+    shuffle_buffer: int = bounded(1024, ge=0, doc="streaming: blocks each reader draws its batches from at "
+                                  "random (0: blocks in shard order)")
 
 
 def cache_root() -> Path:
@@ -73,18 +78,21 @@ def tokenizer_sample(sources: list[str], column: str, budget: int) -> Iterator[s
             return
 
 
-def get_tokenizer(cfg: TokenizerConfig, sources: list[str], column: str, add_cls_sep: bool = True):
-    """The recipe's tokenizer: loaded (kind: pretrained) or trained on the sources and cached."""
+def get_tokenizer(cfg: TokenizerConfig, sources: list[str], column: str, add_cls_sep: bool = True,
+                  sample: Callable[[int], Iterable[str]] | None = None):
+    """The recipe's tokenizer: loaded (kind: pretrained) or trained on the sources and cached. `sample(budget)`
+    gives the training text instead of `tokenizer_sample` (streaming reads a bounded sample of its shards)."""
     if cfg.kind == "pretrained":
         return load_pretrained_tokenizer(str(cfg.pretrained), cfg.trust_remote_code)
     from transformers import AutoTokenizer
 
     sources = expand_sources(sources)
     key = fingerprint(sources, {"tok": dataclasses.asdict(cfg), "cls_sep": add_cls_sep, "column": column,
-                                 "v": FORMAT_VERSION})
+                                 "v": FORMAT_VERSION, **({"sample": "shards"} if sample else {})})
     folder = cache_root() / "tokenizers" / key
     if not (folder / "tokenizer.json").exists():
-        tok = train_tokenizer(cfg, tokenizer_sample(sources, column, cfg.train_chars), add_cls_sep)
+        texts = sample(cfg.train_chars) if sample else tokenizer_sample(sources, column, cfg.train_chars)
+        tok = train_tokenizer(cfg, texts, add_cls_sep)
         with atomic_dir(folder) as tmp:
             tok.save_pretrained(str(tmp))
     return AutoTokenizer.from_pretrained(str(folder))
@@ -128,6 +136,12 @@ class TokenCorpus:
         return np.stack([starts, np.r_[starts[1:], len(doc)]], axis=1)
 
 
+def word_starts(encoding) -> np.ndarray:
+    """uint8 flags, 1 where a token starts a word (from the tokenizer's word ids, not `##` conventions)."""
+    words = np.asarray([-1 if w is None else w for w in encoding.word_ids], dtype=np.int64)
+    return np.r_[True, words[1:] != words[:-1]].astype(np.uint8)
+
+
 def build_corpus(sources: list[str], column: str, tokenizer, batch_sentences: int = 4096) -> TokenCorpus:
     """Tokenize the sources once (streaming, constant memory) and cache the result; reuse it next time."""
     sources = expand_sources(sources)
@@ -156,8 +170,7 @@ def build_corpus(sources: list[str], column: str, tokenizer, batch_sentences: in
                     ids = np.asarray(enc.ids, dtype=dtype)
                     if not len(ids):
                         continue
-                    words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
-                    starts = np.r_[True, words[1:] != words[:-1]].astype(np.uint8)
+                    starts = word_starts(enc)
                     ids.tofile(f_tok)
                     starts.tofile(f_ws)
                     spans.append((n_tokens, n_tokens + len(ids)))

@@ -134,7 +134,7 @@ def file_rows(path: Path) -> Iterator[tuple[str, dict]]:
     raise SelfsupError(f"{path}: unknown format {suffix or '(no suffix)'}; use .csv, .tsv, .jsonl or hf:NAME")
 
 
-def _row_paragraphs(rows: Iterator[tuple[str, dict]], column: str, first_doc: int) -> Iterator[Paragraph]:
+def row_paragraphs(rows: Iterator[tuple[str, dict]], column: str, first_doc: int) -> Iterator[Paragraph]:
     """One document per row with non-empty text in `column`."""
     doc = first_doc
     for where, row in rows:
@@ -176,9 +176,9 @@ def read_paragraphs(sources: list[str], column: str = "text") -> Iterator[Paragr
         if s.startswith("hf:"):
             from selfsup.data.hub import hub_rows
 
-            stream = _row_paragraphs(hub_rows(s), column, doc)
+            stream = row_paragraphs(hub_rows(s), column, doc)
         elif inner_suffix(Path(s)) in (".jsonl", ".json", ".csv", ".tsv"):
-            stream = _row_paragraphs(file_rows(Path(s)), column, doc)
+            stream = row_paragraphs(file_rows(Path(s)), column, doc)
         else:
             stream = _plain_paragraphs(Path(s), doc)
         last = doc - 1

@@ -174,12 +174,17 @@ def _run(recipe, sources: list[str], out: Path, resume: bool, overrides: list[st
 
     objective_cls = get_objective(r.name)
     prepared = objective_cls.prepare(r, sources)  # reads + validates data; nothing written to `out` yet
+    if r.data is not None and getattr(r.data, "streaming", False) and resume:
+        from selfsup.engine.streaming import check_stream_resume
+
+        check_stream_resume(out / CHECKPOINT, _world(r.train), r.train.num_workers)
     return _train(r, objective_cls, prepared, out, resume, callbacks or [], progress, quiet, start_step, sources)
 
 
 def _launched_child() -> bool:
-    """True in the extra processes Lightning's DDP launcher starts (they re-run our command line)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+    """True in every process but global rank 0: the extra processes Lightning's DDP launcher starts (they re-run
+    our command line), and ranks > 0 that torchrun (RANK) or SLURM's srun (SLURM_PROCID) started."""
+    return any(int(os.environ.get(k, "0") or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def _world(cfg) -> int:
@@ -217,6 +222,11 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     if rem or per_device == 0:
         raise SelfsupError(f"train.batch_size: {c.batch_size} must be a multiple of devices x num_nodes x "
                            f"accumulate = {world * c.accumulate}")
+    if c.strategy == "fsdp" and (not torch.cuda.is_available() or c.accelerator in ("cpu", "mps")):
+        raise SelfsupError("train.strategy: fsdp shards the model over CUDA GPUs, and there are none here; use ddp")
+    if c.strategy == "fsdp" and c.export_every:
+        raise SelfsupError("train.export_every: not with train.strategy=fsdp (the live weights are sharded); "
+                           "the final export and checkpoints/last.ckpt hold the full weights")
     accelerator = c.accelerator
     if c.threads:
         torch.set_num_threads(c.threads)
@@ -226,6 +236,11 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     quiet_lightning()
 
     objective = objective_cls(r, prepared)
+    stream = None
+    if getattr(r.data, "streaming", False):  # readers over shards instead of the step-indexed sampler
+        from selfsup.engine.streaming import stream_loader
+
+        stream = stream_loader(objective, prepared.train, per_device, world, c.num_workers, c.seed)
     if c.compile:
         objective.forward = torch.compile(objective.forward)
     module = PretrainModule(objective, c, out / CHECKPOINT)
@@ -257,14 +272,17 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
         gradient_clip_val=c.grad_clip or None, accumulate_grad_batches=c.accumulate,
         logger=make_loggers(c.logger, out, f"attempt-{attempt}", run_name=r.name),
         callbacks=[ckpt, *([TQDMProgressBar(refresh_rate=max(1, c.log_every // 2))] if progress else []),
-                   *([exports] if exports else []), *objective.callbacks(), *callbacks],
+                   *([exports] if exports else []), *([stream[1]] if stream else []), *objective.callbacks(),
+                   *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=min(c.log_every, c.max_steps),
         val_check_interval=c.eval_every * c.accumulate, check_val_every_n_epoch=None,
         limit_val_batches=c.eval_batches, num_sanity_val_steps=0, use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO()], default_root_dir=str(out))
     trainer_box["trainer"] = trainer
     rank = trainer.global_rank
-    train_loader = make_loader(objective, prepared.train,
+    if stream:
+        stream[0].dataset.rank = rank
+    train_loader = stream[0] if stream else make_loader(objective, prepared.train,
                                StepBatches(len(prepared.train), per_device, world, rank, c.seed, start=start_micro),
                                c.seed, TRAIN, c.num_workers)
     heldout_loader = None
@@ -288,6 +306,8 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
         final.update(objective.heldout_summary(final))
     if not trainer.is_global_zero:
         return {}
+    if c.strategy == "fsdp":  # FSDP leaves the live weights sharded: export the full ones the checkpoint holds
+        objective = _unsharded(objective_cls, r, prepared, out / CHECKPOINT)
     metrics = _summarize(r, out, objective, trainer, seconds, trainer.global_step - start_step, final)
     with atomic_dir(out / "model", replace=True) as tmp:
         objective.export(tmp)
@@ -300,6 +320,16 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     plot_training_curves(read_logged(out), out / "loss_curve.png", title=out.name)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _unsharded(objective_cls, r: Recipe, prepared, checkpoint: Path):
+    """A fresh objective holding the checkpoint's full (gathered) weights."""
+    import torch
+
+    fresh = objective_cls(r, prepared)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    fresh.load_state_dict({k.removeprefix("objective."): v for k, v in state.items()})
+    return fresh
 
 
 def _summarize(r: Recipe, out: Path, objective, trainer, seconds: float, steps_run: int,

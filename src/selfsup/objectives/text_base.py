@@ -100,6 +100,9 @@ class TextObjective(Objective):
         if recipe.data.block_size > recipe.model.max_length and not recipe.model.from_pretrained:
             raise SelfsupError(f"data.block_size: {recipe.data.block_size} exceeds model.max_length "
                                f"({recipe.model.max_length})")
+        if recipe.data.streaming and cls.example_kind_for(recipe) != "blocks":
+            raise SelfsupError(f"data.streaming: {recipe.name} reads sentence chunks; streaming packs blocks, for "
+                               "mlm (sentence_task: none) and clm only")
 
     @classmethod
     def example_kind_for(cls, recipe) -> str:
@@ -108,6 +111,8 @@ class TextObjective(Objective):
     @classmethod
     def prepare(cls, recipe, sources: list[str]) -> Prepared:
         data: TextDataConfig = recipe.data
+        if data.streaming:
+            return cls.prepare_stream(recipe, sources)
         tokenizer = get_tokenizer(data.tokenizer, sources, data.text_column,
                                   add_cls_sep=recipe.model.type != "gpt2")
         corpus = build_corpus(sources, data.text_column, tokenizer)
@@ -127,6 +132,25 @@ class TextObjective(Objective):
         return Prepared(SentenceChunks(corpus, chunks[train], chunks, budget),
                         SentenceChunks(corpus, chunks[held], chunks, budget),
                         {"tokenizer": tokenizer, "corpus": corpus})
+
+    @classmethod
+    def prepare_stream(cls, recipe, sources: list[str]) -> Prepared:
+        """data.streaming: the shards and how to read them (nothing tokenized ahead), plus a bounded held-out
+        list of blocks (train.eval_batches x train.batch_size)."""
+        from selfsup.data.streaming import StreamSpec, heldout_blocks, list_shards, shard_sample
+
+        data: TextDataConfig = recipe.data
+        shards = list_shards(sources)
+        tokenizer = get_tokenizer(data.tokenizer, sources, data.text_column, add_cls_sep=recipe.model.type != "gpt2",
+                                  sample=lambda budget: shard_sample(shards, data.text_column, budget))
+        separator = special_ids(tokenizer)["sep"]
+        if separator is None:
+            raise SelfsupError("tokenizer: needs a [SEP] or end-of-sequence token to separate documents")
+        window = data.block_size - (2 if cls.block_specials == "cls-sep" else 0)
+        spec = StreamSpec(shards, data.text_column, tokenizer, window, separator, recipe.train.seed,
+                          data.holdout_fraction, data.shuffle_buffer)
+        held = heldout_blocks(spec, recipe.train.eval_batches * recipe.train.batch_size)
+        return Prepared(spec, held, {"tokenizer": tokenizer})
 
     def __init__(self, recipe, prepared: Prepared):
         super().__init__(recipe, prepared)
