@@ -18,9 +18,12 @@ from typing import Sequence
 import numpy as np
 
 from selfsup.config import bounded
+from selfsup.data.builtin import is_builtin, parse_builtin
 from selfsup.data.corpus import fingerprint, cache_root
 from selfsup.errors import SelfsupError
 from selfsup.fileio import atomic_dir
+
+DIGITS = "sklearn:digits"
 
 FORMAT_VERSION = 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -237,12 +240,15 @@ def _npz(path: Path, channels: int | None, size: int) -> tuple[np.ndarray, np.nd
     return _resize_array(_array_to_uint8(x, str(path)), channels, size, str(path)), labels
 
 
-def _sklearn_digits(channels: int | None, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _sklearn_digits(channels: int | None, size: int, split: str | None) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
+    from selfsup.data.builtin import split_rows
+
     d = load_digits()
-    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)
-    return _resize_array(x, channels, size, "sklearn:digits"), d.target.astype(np.int64)
+    rows = split_rows(d.target, split)
+    x = np.rint(d.images[rows] * (255.0 / 16.0)).astype(np.uint8)
+    return _resize_array(x, channels, size, "sklearn:digits"), d.target[rows].astype(np.int64)
 
 
 def _hub(spec: str, cfg: ImageDataConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -292,8 +298,9 @@ def _is_idx(p: Path) -> bool:
 
 def _read_source(s: str, cfg: ImageDataConfig, first_label: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     c, size = cfg.channels, cfg.image_size
-    if s == "sklearn:digits":
-        x, y = _sklearn_digits(c, size)
+    digits, split = parse_builtin(s, DIGITS)
+    if digits:
+        x, y = _sklearn_digits(c, size, split)
         return x, y, [str(i) for i in range(10)]
     if s.startswith("hf:"):
         x, y = _hub(s, cfg)
@@ -312,7 +319,7 @@ def _read_source(s: str, cfg: ImageDataConfig, first_label: int) -> tuple[np.nda
         x, y = _decode_file(p, c, size, None)[None], np.full(1, -1, np.int64)
     else:
         raise SelfsupError(f"{p}: unknown image source (a folder of images, .npz with x[, y], an IDX "
-                           "*-images-idx3-ubyte[.gz] file, hf:NAME or sklearn:digits)")
+                           "*-images-idx3-ubyte[.gz] file, hf:NAME or sklearn:digits[@train|@test])")
     return x, y, []
 
 
@@ -321,11 +328,11 @@ def load_images(sources: list[str], cfg: ImageDataConfig) -> ImageSet:
     if not sources:
         raise SelfsupError("--data: no data given")
     for s in sources:
-        if not (s.startswith("hf:") or s == "sklearn:digits" or Path(s).exists()):
+        if not (s.startswith("hf:") or is_builtin(s, DIGITS) or Path(s).exists()):
             raise SelfsupError(f"{s}: no such file or folder")
     fingerprint_sources: list[str] = []  # files (a folder's images too) by path, size and mtime
     for s in sources:
-        if s != "sklearn:digits":
+        if not is_builtin(s, DIGITS):
             p = Path(s)
             fingerprint_sources.extend(sorted(str(f) for f in p.rglob("*") if f.is_file()) if p.is_dir() else [s])
     key = fingerprint(fingerprint_sources, {"v": FORMAT_VERSION, "all": sources, "size": cfg.image_size,

@@ -1,5 +1,5 @@
 """Tabular data: CSV / TSV (optionally .gz), Parquet, `.npz` (`x` and optionally `y`, its label column), Hugging Face data sets
-(`hf:NAME[:CONFIG][@SPLIT]`) and the embedded `sklearn:breast_cancer`.
+(`hf:NAME[:CONFIG][@SPLIT]`) and the embedded `sklearn:breast_cancer[@train|@test]` (data/builtin.py's split).
 
 `data.columns` chooses the feature columns (default: every column but the label column, when the table has
 one). String (and categorical / boolean-as-string) columns are one-hot encoded; numeric columns are imputed
@@ -24,6 +24,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from selfsup.config import bounded
+from selfsup.data.builtin import parse_builtin, split_rows
 from selfsup.errors import SelfsupError
 
 BREAST_CANCER = "sklearn:breast_cancer"
@@ -53,13 +54,14 @@ class TableDataConfig:
 
 # ---- reading --------------------------------------------------------------------------------------------
 
-def _breast_cancer():
+def _breast_cancer(split: str | None):
     import pandas as pd
     from sklearn.datasets import load_breast_cancer
 
     d = load_breast_cancer()
-    frame = pd.DataFrame(d.data, columns=[str(c) for c in d.feature_names])
-    frame["label"] = (d.target == 0).astype(np.int64)  # sklearn: 0 = malignant; here 1 = malignant
+    rows = split_rows(d.target, split)
+    frame = pd.DataFrame(d.data[rows], columns=[str(c) for c in d.feature_names])
+    frame["label"] = (d.target[rows] == 0).astype(np.int64)  # sklearn: 0 = malignant; here 1 = malignant
     return frame
 
 
@@ -93,8 +95,9 @@ def read_table(source: str):
     """One source as a pandas DataFrame (columns named by strings)."""
     import pandas as pd
 
-    if source == BREAST_CANCER:
-        return _breast_cancer()
+    builtin, split = parse_builtin(source, BREAST_CANCER)
+    if builtin:
+        return _breast_cancer(split)
     if source.startswith("hf:"):
         from selfsup.data.hub import load_hub
 
@@ -103,7 +106,7 @@ def read_table(source: str):
         path = Path(source)
         if not path.is_file():
             raise SelfsupError(f"{source}: no such file (a .csv, .tsv, .parquet or .npz table, hf:NAME or "
-                               f"{BREAST_CANCER})")
+                               f"{BREAST_CANCER}[@train|@test])")
         suffixes = [s.lower() for s in path.suffixes]
         main = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else \
             (suffixes[-1] if suffixes else "")
