@@ -8,7 +8,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins import LayerSync
 
+from selfsup.distributed import convert_global_batchnorm, revert_global_batchnorm
 from selfsup.errors import TrainingDiverged
 
 
@@ -55,6 +57,17 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*val_dataloader.*")
 
 
+class GlobalBatchNormSync(LayerSync):
+    """`train.sync_batchnorm` on CPU processes (gloo), where Lightning's (torch's SyncBatchNorm) cannot run:
+    every BatchNorm layer becomes a `selfsup.distributed.GlobalBatchNorm` while fitting."""
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        return convert_global_batchnorm(model)
+
+    def revert(self, model: torch.nn.Module) -> torch.nn.Module:
+        return revert_global_batchnorm(model)
+
+
 def _batch_size(batch: dict) -> int:
     return next((int(v.shape[0]) for v in batch.values() if torch.is_tensor(v) and v.ndim), 1)
 
@@ -72,6 +85,7 @@ class PretrainModule(L.LightningModule):
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         # dropout and other torch randomness depend on (seed, micro step, rank) only: resume-exact
         torch.manual_seed(self.cfg.seed * 1_000_003 + int(batch["micro_step"]) * 131 + self.global_rank)
+        self.objective.on_micro_step(int(batch["micro_step"]))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         batch = {k: v for k, v in batch.items() if k != "micro_step"}

@@ -213,7 +213,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     from selfsup.engine.checkpoint import AtomicCheckpointIO
     from selfsup.engine.exports import ExportEvery
     from selfsup.loggers import make_loggers
-    from selfsup.engine.module import PretrainModule, quiet_lightning, resolve_precision
+    from selfsup.engine.module import GlobalBatchNormSync, PretrainModule, quiet_lightning, resolve_precision
     from selfsup.engine.stream import HELDOUT, TRAIN, StepBatches, make_loader
 
     c = r.train
@@ -260,6 +260,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
     if strategy == "auto" and world > 1:
         strategy = "ddp"
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    cpu_sync_bn = [GlobalBatchNormSync()] if c.sync_batchnorm and world > 1 and not on_gpu else []  # torch's is GPU-only
     exports = ExportEvery(objective, out / "exports", c.export_every,
                           card=lambda tmp, final, step: _card(r, objective, sources or [], tmp, final, step)) \
         if c.export_every else None
@@ -277,7 +278,7 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=min(c.log_every, c.max_steps),
         val_check_interval=c.eval_every * c.accumulate, check_val_every_n_epoch=None,
         limit_val_batches=c.eval_batches, num_sanity_val_steps=0, use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()], default_root_dir=str(out))
+        plugins=[AtomicCheckpointIO(), *cpu_sync_bn], default_root_dir=str(out))
     trainer_box["trainer"] = trainer
     rank = trainer.global_rank
     if stream:

@@ -83,6 +83,10 @@ class Objective(torch.nn.Module, abc.ABC):
         """Extra held-out numbers derived from the held-out means (perplexity for language models)."""
         return {}
 
+    def on_micro_step(self, micro_step: int) -> None:
+        """Before each training micro-batch: its index in the step-indexed stream, the same on every rank
+        (image views draw their parameters for the global micro-batch from it)."""
+
     def on_step_end(self, step: int, max_steps: int) -> None:
         """After each optimizer step: momentum updates, schedules (BYOL, MoCo, data2vec)."""
 

@@ -5,7 +5,8 @@ Predicts: each image's k-means cluster (a pseudo-label) from the encoder's featu
 At the start of every epoch the features of all training images (no augmentation) are PCA-whitened,
 L2-normalized and clustered with k-means; the classifier head is re-initialized; an empty cluster takes the
 centroid of a random non-empty one plus a small perturbation and the two split its points (the paper's fix);
-the loss weights each image by 1 / its cluster's size (the paper samples uniformly over clusters).
+the loss weights each image by 1 / its cluster's size (the paper samples uniformly over clusters), a weighted
+mean over the global batch under data parallelism.
 Held-out images are scored against their nearest centroid of the last clustering.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.config import bounded
+from selfsup.distributed import all_reduce_sum, world_size
 from selfsup.objectives.base import Prepared
 from selfsup.objectives.image_base import ImageObjective
 from selfsup.pretext.views import ViewConfig
@@ -140,7 +142,10 @@ class DeepCluster(ImageObjective):
             targets = torch.cdist(self.whiten(h.detach()), self.centroids).argmin(1)
         else:
             targets = self.pseudo_labels[index]
-        loss = F.cross_entropy(logits.float(), targets, weight=self.cluster_weight)
+        # the weighted mean over the global batch: normalized by every rank's weights (the mean over ranks)
+        weight = self.cluster_weight[targets]
+        per_image = F.cross_entropy(logits.float(), targets, reduction="none")
+        loss = (weight * per_image).sum() / (all_reduce_sum(weight.sum()) / world_size())
         used = torch.tensor(float(torch.unique(self.pseudo_labels).numel()), device=h.device)
         return {"loss": loss, "clusters_used": used, "n_images": batch["n_images"]}
 

@@ -2,8 +2,11 @@
 MLP heads, the online probe, and the HF export.
 
 A batch is `{"images": (B, C, S, S) uint8, "labels": (B,) long (-1 = unknown), "n_images"}`; floats, views
-and normalization happen in `forward`, on the model's device. Held-out batches draw their views from a
-generator seeded by the batch content, so the held-out loss is the same for every run and step.
+and normalization happen in `forward`, on the model's device. Training views draw their augmentation
+parameters for the global micro-batch (the engine passes its index to `on_micro_step`) and apply this rank's
+rows, so they do not depend on how the batch is split across processes (`selfsup.pretext.views`). Held-out
+batches draw their views from a generator seeded by the batch content, so the held-out loss is the same for
+every run and step.
 """
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ import torch
 
 from selfsup.backbones.vision import build_vision_encoder
 from selfsup.data.images import ImageDataConfig, ImageExamples, ImageSet, load_images
-from selfsup.distributed import gather
+from selfsup.distributed import gather, rank, world_size
 from selfsup.objectives.base import Objective, Prepared, split_indices
-from selfsup.pretext.views import ViewConfig, simclr_pipeline
+from selfsup.pretext.views import (ViewConfig, apply_view_params, draw_view_params, simclr_pipeline,
+                                   slice_view_params, view_seed)
 
 
 def mlp(dims: list[int], batch_norm: bool = True, last_bn: bool = False) -> torch.nn.Sequential:
@@ -87,6 +91,10 @@ class ImageObjective(Objective):
         self.probe_batch: tuple[torch.Tensor, torch.Tensor] | None = None
         views = getattr(self.options, "views", None)
         self.augment = simclr_pipeline(data.size, data.channels, views) if views is not None else None
+        self.micro_step: int | None = None
+
+    def on_micro_step(self, micro_step: int) -> None:
+        self.micro_step = micro_step
 
     # ---- batches and views ----
     def make_batch(self, examples: list[Any], rngs: list[np.random.Generator]) -> dict[str, torch.Tensor]:
@@ -100,11 +108,26 @@ class ImageObjective(Objective):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.pixel_mean) / self.pixel_std
 
+    def split_invariant(self) -> bool:
+        """Training with a known micro step: views are drawn for the global micro-batch."""
+        return self.training and self.micro_step is not None
+
+    def global_view(self, pipeline: torch.nn.Sequential, x: torch.Tensor, view: int) -> torch.Tensor:
+        """`pipeline` on this rank's x with this rank's rows of the parameters drawn for the whole global
+        micro-batch (seed, micro step, view): what one process with the same global batch computes."""
+        b = x.shape[0]
+        params = draw_view_params(pipeline, (b * world_size(), *x.shape[1:]),
+                                  view_seed(self.recipe.train.seed, int(self.micro_step), view), x.device)
+        return apply_view_params(pipeline, x, slice_view_params(params, rank() * b, (rank() + 1) * b))
+
     def two_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independent SimCLR augmentations of the batch, normalized for the encoder."""
         x = self.to_unit(images)
-        with eval_seeded(images, self.training, self.recipe.train.seed):
-            v1, v2 = self.augment(x), self.augment(x)
+        if self.split_invariant():
+            v1, v2 = self.global_view(self.augment, x, 0), self.global_view(self.augment, x, 1)
+        else:
+            with eval_seeded(images, self.training, self.recipe.train.seed):
+                v1, v2 = self.augment(x), self.augment(x)
         return self.normalize(v1), self.normalize(v2)
 
     def remember(self, features: torch.Tensor, labels: torch.Tensor) -> None:

@@ -5,8 +5,11 @@ Predicts: which key is the momentum encoder's embedding of the other view of the
 and a FIFO queue of keys from earlier batches (InfoNCE with a temperature). The query encoder + MLP head is
 trained; the key encoder is its exponential moving average (momentum m); the current batch's keys join the
 queue only after the loss, so a query never meets its own positive as a negative. Under data parallelism every
-rank enqueues all ranks' keys (one queue, as in one process); the key encoder's BatchNorm sees its rank's
-batch, unshuffled (no shuffling BN; `train.sync_batchnorm` synchronizes the trained encoder's BN on GPUs). The MLP head is dropped after pretraining.
+rank enqueues all ranks' keys (one queue, as in one process). BatchNorm: with `train.sync_batchnorm` (the
+default) both encoders normalize over the global batch, as one process does; without it, the key encoder's
+batch is shuffled across ranks (the paper's shuffling BN, §3.3), so a query and its key never share BatchNorm
+statistics. In one process there is nothing to shuffle: BatchNorm over the whole batch does not depend on its
+order. The MLP head is dropped after pretraining.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.config import bounded
-from selfsup.distributed import gather_detached
+from selfsup.distributed import (gather_detached, has_local_batchnorm, shuffle_across_ranks, unshuffle_across_ranks,
+                                 world_size)
 from selfsup.errors import SelfsupError
 from selfsup.losses import ema_update, info_nce_queue
 from selfsup.objectives.image_base import ImageObjective, mlp
@@ -73,11 +77,20 @@ class MoCo(ImageObjective):
         h1 = self.encoder(x1)
         q = self.projector(h1)
         with torch.no_grad():
-            k = self.key_projector(self.key_encoder(x2))
+            k = self.keys(x2)
         self.remember(h1, batch["labels"])
         loss, logits = self.contrast(q, k, update=self.training)
         accuracy = (logits.argmax(1) == 0).float().mean().detach()
         return {"loss": loss, "contrastive_accuracy": accuracy, "n_images": batch["n_images"]}
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """The key encoder's embeddings of x; shuffled across ranks when its BatchNorm is rank-local."""
+        if not (self.training and world_size() > 1 and has_local_batchnorm(self.key_encoder)):
+            return self.key_projector(self.key_encoder(x))
+        generator = torch.Generator().manual_seed(self.recipe.train.seed * 1_000_003 + (self.micro_step or 0))
+        shuffled, order = shuffle_across_ranks(x, generator)
+        return unshuffle_across_ranks(self.key_projector(self.key_encoder(shuffled)), order)
 
     def on_step_end(self, step: int, max_steps: int) -> None:
         ema_update(self.key_encoder, self.encoder, self.options.momentum)

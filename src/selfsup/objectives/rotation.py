@@ -34,11 +34,13 @@ class RotationPrediction(ImageObjective):
             import kornia.augmentation as K
 
             pad, size = self.options.crop_pad, self.data_info["image_size"]
-            self.shift = K.RandomCrop((size, size), padding=pad, padding_mode="reflect")
+            self.shift = torch.nn.Sequential(K.RandomCrop((size, size), padding=pad, padding_mode="reflect"))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = self.to_unit(batch["images"])
-        if self.shift is not None:
+        if self.shift is not None and self.split_invariant():
+            x = self.global_view(self.shift, x, 0)
+        elif self.shift is not None:
             with eval_seeded(batch["images"], self.training, self.recipe.train.seed):
                 x = self.shift(x)
         rotated, labels = rotations(self.normalize(x))

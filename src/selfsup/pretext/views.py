@@ -1,12 +1,16 @@
 """Image views: the SimCLR augmentation pipeline (kornia, batched, on the model's device), rotations by
 multiples of 90 degrees, and context-prediction patch pairs.
 
-Augmentations draw from torch's global generator, which the engine seeds before every micro-step, so views
-are identical after a resume. Context pairs are drawn with the example's numpy Generator in `make_batch`.
+Training views do not depend on how the global batch is split across processes: the augmentation parameters
+are drawn for the whole global micro-batch from a generator seeded by (seed, micro step, view)
+(`draw_view_params`), and each rank applies its rows (`slice_view_params`, `apply_view_params`), so W
+processes augment exactly as one process with the same global batch, and a resumed run as the uninterrupted
+one. Context pairs are drawn with the example's numpy Generator in `make_batch`.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -48,6 +52,54 @@ def simclr_pipeline(size: int, channels: int, cfg: ViewConfig | None = None) -> 
         k = max(3, int(round(size * 0.1)) | 1)
         steps.append(K.RandomGaussianBlur((k, k), (0.1, k / 3.0), p=cfg.blur_prob))
     return torch.nn.Sequential(*steps)
+
+
+# kornia parameters shared by the whole batch (ColorJitter's order of its four adjustments), not per image
+SHARED_PARAMS = frozenset({"order"})
+
+
+def view_seed(seed: int, micro_step: int, view: int) -> int:
+    """The torch seed of one view of one global micro-batch (independent of rank and world size)."""
+    return int(np.random.SeedSequence([seed, 3, micro_step, view]).generate_state(1)[0])
+
+
+def draw_view_params(pipeline: Sequence[torch.nn.Module], batch_shape: tuple[int, ...], seed: int,
+                     device: torch.device | None = None) -> list[dict[str, torch.Tensor]]:
+    """Each kornia augmentation's parameters for a batch of `batch_shape`, drawn with torch seeded by `seed`
+    (the global generators are forked, so their state is untouched)."""
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return [aug.forward_parameters(torch.Size(batch_shape)) for aug in pipeline]
+
+
+def slice_view_params(params: list[dict[str, torch.Tensor]], start: int, stop: int
+                      ) -> list[dict[str, torch.Tensor]]:
+    """The parameters of rows start..stop-1 of a batch, for applying to those rows alone."""
+    sliced = []
+    for step in params:
+        n = int(step["batch_prob"].shape[0])
+        out = {}
+        for key, value in step.items():
+            if key == "forward_input_shape":
+                out[key] = torch.cat([value.new_tensor([stop - start]), value[1:]])
+            elif key in SHARED_PARAMS:
+                out[key] = value
+            elif value.ndim and value.shape[0] == n:
+                out[key] = value[start:stop]
+            else:
+                raise ValueError(f"kornia parameter {key!r} of shape {tuple(value.shape)} is neither per image "
+                                 "nor known to be shared")
+        sliced.append(out)
+    return sliced
+
+
+def apply_view_params(pipeline: Sequence[torch.nn.Module], x: torch.Tensor, params: list[dict[str, torch.Tensor]]
+                      ) -> torch.Tensor:
+    """Run the pipeline on x with the given parameters (one dict per augmentation)."""
+    for aug, step in zip(pipeline, params):
+        x = aug(x, params=dict(step))
+    return x
 
 
 def rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
