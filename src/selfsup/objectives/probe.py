@@ -5,6 +5,8 @@ its first view, labels -1 where unknown). After each training micro-step this ca
 classifier on those detached features with its own Adam optimizer (no gradient reaches the backbone) and
 logs `probe_accuracy`, plus `feature_std` and `effective_rank` (selfsup.diagnostics); on held-out
 batches it logs `heldout_probe_accuracy` and the held-out diagnostics. Its weights live in the checkpoint.
+The training-side numbers (the diagnostics' SVD included) are computed only on the steps whose logs are kept
+(`train.log_every`): Lightning drops on-step values logged between them, so computing them there is waste.
 """
 from __future__ import annotations
 
@@ -48,7 +50,9 @@ class OnlineLinearProbe(L.Callback):
         if got is None:
             return
         feats, labels = got
-        self._log_diagnostics(pl_module, feats, "", True)
+        logged = trainer.global_step % max(1, trainer.log_every_n_steps) == 0  # the step Lightning keeps logs of
+        if logged:
+            self._log_diagnostics(pl_module, feats, "", True)
         known = labels >= 0
         if self.num_classes < 2 or not bool(known.any()):
             return
@@ -60,9 +64,10 @@ class OnlineLinearProbe(L.Callback):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        acc = (logits.argmax(-1) == y).float().mean()
-        pl_module.log_dict({"probe_accuracy": acc, "probe_loss": loss.detach()}, on_step=True, on_epoch=False,
-                           batch_size=int(known.sum()))
+        if logged:
+            acc = (logits.argmax(-1) == y).float().mean()
+            pl_module.log_dict({"probe_accuracy": acc, "probe_loss": loss.detach()}, on_step=True, on_epoch=False,
+                               batch_size=int(known.sum()))
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
