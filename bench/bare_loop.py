@@ -9,9 +9,11 @@ import numpy as np
 import torch
 
 
-def bare_loop_per_s(method: str, overrides: list[str], data: list[str], steps: int, warm: int = 3) -> float:
+def bare_loop_per_s(method: str, overrides: list[str], data: list[str], steps: int, warm: int = 3,
+                    statistic: str = "mean") -> float:
     """Work items per second (the objective's count key: images, seconds of audio) of a plain loop:
-    make_batch -> forward -> backward -> clip -> AdamW step -> schedule -> on_step_end."""
+    make_batch -> forward -> backward -> clip -> AdamW step -> schedule -> on_step_end. `statistic`: "mean"
+    (all work over all time after `warm` steps) or "median" (of the per-step rates, as selfsup's metrics.json)."""
     from selfsup.engine.module import lr_lambda, param_groups
     from selfsup.engine.stream import example_rng
     from selfsup.recipes import load_recipe
@@ -27,10 +29,11 @@ def bare_loop_per_s(method: str, overrides: list[str], data: list[str], steps: i
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c.schedule, c.warmup_steps, c.max_steps))
     n, b = len(prepared.train), c.batch_size
     perm = np.random.default_rng(0).permutation(n)
-    started, work = 0.0, 0.0
+    started, work, per_step = 0.0, 0.0, []
     for step in range(steps + warm):
         if step == warm:
             started, work = time.perf_counter(), 0.0
+        step_started = time.perf_counter()
         pos = [(step * b + i) for i in range(b)]
         batch = model.make_batch([prepared.train[int(perm[p % n])] for p in pos],
                                  [example_rng(c.seed, 0, p) for p in pos])
@@ -42,5 +45,8 @@ def bare_loop_per_s(method: str, overrides: list[str], data: list[str], steps: i
         opt.step()
         sched.step()
         model.on_step_end(step + 1, c.max_steps)
-        work += float(out.get(cls.count_key, b))
-    return work / (time.perf_counter() - started)
+        items = float(out.get(cls.count_key, b))
+        work += items
+        if step >= warm:
+            per_step.append(items / (time.perf_counter() - step_started))
+    return float(np.median(per_step)) if statistic == "median" else work / (time.perf_counter() - started)
