@@ -4,9 +4,10 @@ ends with the same weights as 1 process with the same global batch. What makes i
 a rank's augmentation parameters are its rows of those drawn for the global batch (a slice of the views is the
 view of the slice); BatchNorm on CPU processes normalizes over the global batch (`GlobalBatchNorm` equals
 BatchNorm of the whole batch: outputs, running statistics, gradients); MoCo's shuffle across ranks is undone
-by the unshuffle."""
+by the unshuffle, and MoCo without synchronized BatchNorm trains with its key batch shuffled across ranks."""
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -35,11 +36,11 @@ METHODS = {
 }
 
 
-def run(method: str, out, devices: int) -> None:
+def run(method: str, out, devices: int, extra: tuple[str, ...] = ()) -> None:
     from selfsup import pretrain
 
     pretrain(method, ["sklearn:digits"], out, max_steps=STEPS, progress=False, quiet=True,
-             overrides=COMMON + METHODS[method] + [f"train.devices={devices}"])
+             overrides=COMMON + METHODS[method] + [f"train.devices={devices}", *extra])
 
 
 def shuffle_and_batchnorm(rank: int) -> dict[str, torch.Tensor]:
@@ -70,6 +71,7 @@ def worker(rank: int, port: int, root: str) -> None:
     torch.save(shuffle_and_batchnorm(rank), os.path.join(root, f"pieces-{rank}.pt"))
     for method in METHODS:
         run(method, os.path.join(root, f"{method}-2"), WORLD)
+    run("moco", os.path.join(root, "moco-shuffled"), WORLD, ("train.sync_batchnorm=false",))
     dist.barrier()  # neither rank tears the group down while the other still talks to it
     dist.destroy_process_group()
 
@@ -107,6 +109,16 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(method, runs
     assert w1.keys() == w2.keys()
     for name, value in w1.items():
         torch.testing.assert_close(w2[name], value, rtol=1e-3, atol=1e-4, msg=f"{method}: {name}")
+
+
+def test_moco_without_synchronized_batchnorm_trains_with_the_key_batch_shuffled_across_ranks(runs):
+    out = runs / "moco-shuffled"
+    losses = [row["loss"] for row in read_logged(out) if "loss" in row]
+    assert len(losses) == STEPS and all(map(math.isfinite, losses))
+    state = weights(out)
+    assert int(state["objective.queue_ptr"]) == STEPS * 16 % 32  # every rank enqueued the global batch's keys
+    # rank-local BatchNorm statistics: not the single-process run (that needs train.sync_batchnorm)
+    assert losses != pytest.approx([row["loss"] for row in read_logged(runs / "moco-1") if "loss" in row])
 
 
 def test_shuffle_unshuffle_and_global_batchnorm_equal_one_process(runs):
