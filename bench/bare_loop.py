@@ -15,7 +15,7 @@ def bare_loop_per_s(method: str, overrides: list[str], data: list[str], steps: i
     make_batch -> forward -> backward -> clip -> AdamW step -> schedule -> on_step_end. `statistic`: "mean"
     (all work over all time after `warm` steps) or "median" (of the per-step rates, as selfsup's metrics.json)."""
     from selfsup.engine.module import lr_lambda, param_groups
-    from selfsup.engine.stream import example_rng
+    from selfsup.engine.stream import ExampleRngs
     from selfsup.recipes import load_recipe
     from selfsup.registry import get_objective
 
@@ -36,7 +36,7 @@ def bare_loop_per_s(method: str, overrides: list[str], data: list[str], steps: i
         step_started = time.perf_counter()
         pos = [(step * b + i) for i in range(b)]
         batch = model.make_batch([prepared.train[int(perm[p % n])] for p in pos],
-                                 [example_rng(c.seed, 0, p) for p in pos])
+                                 ExampleRngs(c.seed, 0, pos))
         torch.manual_seed(step)
         out = model(batch)
         opt.zero_grad(set_to_none=True)

@@ -63,6 +63,27 @@ class Keyed(torch.utils.data.Dataset):
         return self.examples[index], position, micro
 
 
+class ExampleRngs(Sequence):
+    """The examples' Generators, each made on first use (building one costs ~30-60 us, and methods that draw
+    their noise in `forward` never use them); a Generator is kept once made, so repeated access continues its
+    stream exactly as a list of Generators would."""
+
+    def __init__(self, seed: int, stream: int, positions: list[int]):
+        self.seed, self.stream, self.positions = seed, stream, positions
+        self.made: dict[int, np.random.Generator] = {}
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        if i not in self.made:
+            self.made[i] = example_rng(self.seed, self.stream, self.positions[i])
+        return self.made[i]
+
+
 class Collate:
     """Draws each example's pretext noise from its own seeded Generator and collates with the objective."""
 
@@ -71,7 +92,7 @@ class Collate:
 
     def __call__(self, items: list[tuple[Any, int, int]]) -> dict[str, Any]:
         batch = self.objective.make_batch([e for e, _, _ in items],
-                                          [example_rng(self.seed, self.stream, k) for _, k, _ in items])
+                                          ExampleRngs(self.seed, self.stream, [k for _, k, _ in items]))
         batch["micro_step"] = torch.tensor(items[0][2])
         return batch
 
