@@ -16,7 +16,8 @@ MAX_LINES = 450
 # lowest first; a module may import only from its own layer or a lower one (the first matching prefix wins)
 LAYERS: list[tuple[str, ...]] = [
     ("selfsup.errors", "selfsup.config", "selfsup.fileio", "selfsup.metrics", "selfsup.losses",
-     "selfsup.diagnostics", "selfsup.report", "selfsup.registry", "selfsup.distributed", "selfsup.loggers"),
+     "selfsup.diagnostics", "selfsup.report", "selfsup.registry", "selfsup.distributed", "selfsup.loggers",
+     "selfsup.console"),
     ("selfsup.data",),
     ("selfsup.pretext",),
     ("selfsup.backbones",),

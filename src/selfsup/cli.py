@@ -21,6 +21,13 @@ VERB_MODULES: tuple[str, ...] = ("selfsup.evaluation.cli", "selfsup.adapt.cli", 
 def _pretrain(args: argparse.Namespace) -> int:
     from selfsup.engine.pretrain import pretrain
 
+    if args.print_config:  # the resolved recipe only: no data read, nothing written
+        from selfsup.engine.pretrain import resolved_recipe
+        from selfsup.recipes.reference import commented_yaml
+
+        print(commented_yaml(resolved_recipe(args.recipe, args.out, max_steps=args.max_steps, seed=args.seed,
+                                             overrides=args.set, resume=args.resume)), end="")
+        return 0
     metrics = pretrain(args.recipe, args.data, args.out, max_steps=args.max_steps, seed=args.seed,
                        overrides=args.set, resume=args.resume, progress=not args.no_progress,
                        trust_remote_code=args.trust_remote_code)
@@ -41,11 +48,31 @@ def _print_metrics(metrics: dict, out: str) -> None:
 def _recipes(args: argparse.Namespace) -> int:
     from selfsup.recipes import list_recipes
 
+    if args.reference:
+        print(_reference(), end="")
+        return 0
+    if args.name:
+        from selfsup.recipes import load_recipe
+        from selfsup.recipes.reference import commented_yaml
+
+        print(commented_yaml(load_recipe(args.name)), end="")
+        return 0
     recipes = list_recipes()
     width = max(map(len, recipes)) if recipes else 0
     for name, desc in recipes.items():
         print(f"{name:<{width}}  {desc}")
     return 0
+
+
+def _reference() -> str:
+    """docs/recipe-keys.md: every pretraining recipe key, then every `finetune --set` key."""
+    from selfsup.adapt.core.options import FinetuneConfig
+    from selfsup.adapt.registry import get_method, method_names
+    from selfsup.recipes.reference import reference_markdown
+
+    methods = [(f"--method {name} (its own keys)", " ".join(get_method(name).help.split()),
+                get_method(name).Options) for name in method_names()]
+    return reference_markdown([("every method", "", FinetuneConfig), *methods])
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -72,13 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe key, e.g. --set train.lr=5e-4; repeatable")
     pt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    pt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pt.add_argument("--no-progress", action="store_true", help="no progress bar (--quiet: no informational lines "
+                    "either)")
+    pt.add_argument("--print-config", action="store_true", help="print the resolved recipe (after --set, --max-steps, "
+                    "--seed) with each key's meaning and stop: no data read, nothing written")
     pt.add_argument("--trust-remote-code", action="store_true",
                     help="allow a hub model or tokenizer named by model.from_pretrained / data.tokenizer.pretrained "
                          "to run its own Python code, where the recipe also sets trust_remote_code: true")
     pt.set_defaults(func=_pretrain)
 
-    rc = sub.add_parser("recipes", help="list the built-in recipes")
+    rc = sub.add_parser("recipes", help="list the built-in recipes, or print one with every key explained",
+                        description="Without NAME: the built-in recipes. With NAME (or a YAML path): the resolved "
+                                    "recipe, every key with its meaning and default, as YAML `selfsup pretrain` "
+                                    "takes.")
+    rc.add_argument("name", nargs="?", metavar="NAME")
+    rc.add_argument("--reference", action="store_true", help="print docs/recipe-keys.md: every recipe and "
+                    "finetune --set key with type, default and meaning")
     rc.set_defaults(func=_recipes)
 
     dm = sub.add_parser("demo", help="the main job on embedded data: pretrain a tiny BERT on Jane Austen")
@@ -88,7 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=_demo)
     for module in VERB_MODULES:  # each adds its verbs; imported here, but imports nothing heavy at top level
         importlib.import_module(module).add_parser(sub)
+    _add_quiet(sub)
     return p
+
+
+def _add_quiet(sub: argparse._SubParsersAction) -> None:
+    """`--quiet` on every verb (and sub-verb): added here once rather than by each verb module."""
+    for parser in {id(p): p for p in sub.choices.values()}.values():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for action in nested:
+            _add_quiet(action)
+        if not nested and "--quiet" not in parser._option_string_actions:
+            parser.add_argument("--quiet", action="store_true", help="nothing on stderr but errors and warnings "
+                                "that change a result's meaning: no progress, no informational lines")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,11 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     func: Callable[[argparse.Namespace], int] = args.func
+    from selfsup.console import quiet_mode
     from selfsup.report.cards import set_invocation
 
+    quiet = bool(getattr(args, "quiet", False))
+    if quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     set_invocation(sys.argv[1:] if argv is None else argv)  # model cards record the command
     try:
-        return func(args)
+        with quiet_mode(quiet):
+            return func(args)
     except SelfsupError as e:
         message = " ".join(str(e).split())
         print(f"selfsup: error: {message}", file=sys.stderr)

@@ -20,14 +20,15 @@ def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, l
     return dataclasses.field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc})
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type hint as error messages and the key reference (docs/recipe-keys.md) write it."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
     if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
+        return f"list of {type_name(typing.get_args(tp)[0])}"
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
@@ -46,10 +47,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except SelfsupError:
                 continue
-        raise SelfsupError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise SelfsupError(f"{key}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise SelfsupError(f"{key}: must be one of {_type_name(tp)}, got {value!r}")
+            raise SelfsupError(f"{key}: must be one of {type_name(tp)}, got {value!r}")
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -77,7 +78,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise SelfsupError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    raise SelfsupError(f"{key}: expected {type_name(tp)}, got {value!r}")
 
 
 def _check_bounds(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:

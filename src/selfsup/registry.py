@@ -77,3 +77,7 @@ def get_backbone(name: str) -> type:
 
 def objective_names() -> list[str]:
     return sorted(set(_OBJECTIVE_MODULES) | set(OBJECTIVES))
+
+
+def backbone_names() -> list[str]:
+    return sorted(set(_BACKBONE_MODULES) | set(BACKBONES))

@@ -27,6 +27,9 @@ def _fmt(metrics: dict) -> str:
 def _finetune(args: argparse.Namespace) -> int:
     from selfsup.adapt.core.run import finetune
 
+    if args.print_config:
+        print(_finetune_config(args), end="")
+        return 0
     m = finetune(args.model, args.task, args.train, args.eval, args.out, method=args.method, init=args.init,
                  text_column=args.text_column, pair_column=args.pair_column, label_column=args.label_column,
                  epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, overrides=args.set,
@@ -44,6 +47,24 @@ def _finetune(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}/metrics.json" + (f", {args.out}/model (Hugging Face format)" if args.seeds == 1
                                                else f", {args.out}/seed-*/model"))
     return 0
+
+
+def _finetune_config(args: argparse.Namespace) -> str:
+    """`finetune --print-config`: every `--set` key the run would use, resolved, with its meaning and default."""
+    from selfsup.adapt.core.run import resolve_options
+    from selfsup.adapt.registry import get_method
+    from selfsup.recipes.reference import commented_fields
+
+    cfg, opts, modality = resolve_options(args.task, args.method, init=args.init, seeds=args.seeds,
+                                          epochs=args.epochs, max_steps=args.max_steps,
+                                          train_fraction=args.train_fraction, shots=args.shots, overrides=args.set)
+    lines = [f"# selfsup finetune --method {args.method} --task {args.task}: each key is a --set key=value",
+             f"# --set keys of every method (lr null: the method's default, {get_method(args.method).default_lr:g})",
+             *commented_fields(cfg), f"# --set keys of --method {args.method}",
+             *(commented_fields(opts) or ["# (none)"])]
+    if modality is not None:
+        lines += [f"# --set keys of {args.task}", *commented_fields(modality)]
+    return "\n".join(lines) + "\n"
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -72,7 +93,9 @@ def _predict(args: argparse.Namespace) -> int:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        print(f"wrote {n} predictions to {path}", file=sys.stderr)
+        from selfsup.console import info
+
+        info(f"wrote {n} predictions to {path}")
         return 0
     _write_predictions(predict(args.model, args.input, text_column=args.text_column, pair_column=args.pair_column,
                                batch_size=args.batch_size, overrides=args.set), out)
@@ -192,6 +215,8 @@ def add_parser(sub) -> None:
     ft.add_argument("--resume", action="store_true", help="continue a killed run of this same command from its "
                     "last epoch (its state is kept beside --out until the run completes)")
     ft.add_argument("--no-progress", action="store_true", help="no per-epoch lines")
+    ft.add_argument("--print-config", action="store_true", help="print the resolved --set keys (shared, the "
+                    "method's, the modality's) with each one's meaning and stop: no model or data read")
     ft.set_defaults(func=_finetune)
 
     pr = sub.add_parser("predict", help="predictions of a fine-tuned text model (JSONL with probabilities)",

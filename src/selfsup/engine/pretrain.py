@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from selfsup.console import info
 from selfsup.engine.logs import read_logged
 from selfsup.errors import SelfsupError
 from selfsup.fileio import atomic_dir, atomic_write_json, atomic_write_text
@@ -32,13 +33,11 @@ def _interrupted_start(out: Path) -> bool:
 def _clean_stale(out: Path, resume: bool) -> None:
     """Temp files of a write that a kill interrupted go; a run killed before its first checkpoint restarts."""
     import shutil
-    import sys
 
     for tmp in list((out / "checkpoints").glob(".*")) if (out / "checkpoints").is_dir() else []:
         (shutil.rmtree if tmp.is_dir() else Path.unlink)(tmp)
     if _interrupted_start(out):
-        print(f"selfsup: {out} holds a run killed before its first checkpoint; starting it again",
-              file=sys.stderr)
+        info(f"{out} holds a run killed before its first checkpoint; starting it again")
         for name in ("logs", "checkpoints"):
             shutil.rmtree(out / name, ignore_errors=True)
         if not resume:
@@ -53,6 +52,31 @@ def _check_out(out: Path, resume: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SelfsupError(f"{out}: already exists and is not empty; pass --resume to continue that run, "
                            "or choose another --out")
+
+
+def _with_flags(overrides: list[str] | None, max_steps: int | None, seed: int | None) -> list[str]:
+    """`--set` items plus the ones `--max-steps` and `--seed` stand for (they win: they come last)."""
+    out = list(overrides or [])
+    if max_steps is not None:
+        out.append(f"train.max_steps={int(max_steps)}")
+    if seed is not None:
+        out.append(f"train.seed={int(seed)}")
+    return out
+
+
+def _fit_warmup(r: Recipe) -> None:
+    if r.train.warmup_steps > r.train.max_steps:  # a --max-steps below the recipe's warm-up: shorten it
+        r.train.warmup_steps = r.train.max_steps // 10
+
+
+def resolved_recipe(recipe: str | dict | Recipe, out: str | os.PathLike, *, max_steps: int | None = None,
+                    seed: int | None = None, overrides: list[str] | None = None, resume: bool = False) -> Recipe:
+    """The recipe `pretrain` with these arguments would train (`--print-config`): reads recipe files only (with
+    `resume`, the run's config.yaml), never the data, and writes nothing."""
+    out = Path(out)
+    r = _resolve(recipe, out, resume, _with_flags(overrides, max_steps, seed))
+    _fit_warmup(r)
+    return r
 
 
 def _resolve(recipe: str | dict | Recipe, out: Path, resume: bool, overrides: list[str]) -> Recipe:
@@ -83,11 +107,7 @@ def pretrain(recipe: str | dict | Recipe, data: list[str] | str, out: str | os.P
     out = Path(out)
     sources = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     sources = [str(s) for s in sources]
-    overrides = list(overrides or [])
-    if max_steps is not None:
-        overrides.append(f"train.max_steps={int(max_steps)}")
-    if seed is not None:
-        overrides.append(f"train.seed={int(seed)}")
+    overrides = _with_flags(overrides, max_steps, seed)
     lock = None
     if not _launched_child():  # DDP children re-run our command after rank 0 has created and locked `out`
         from selfsup.fileio import try_lock
@@ -165,8 +185,7 @@ def _run(recipe, sources: list[str], out: Path, resume: bool, overrides: list[st
     r = _resolve(recipe, out, resume, overrides)
     check_remote_code(r, trust_remote_code)
     start_step = check_resume(out, r, not isinstance(recipe, Recipe)) if resume and not restart else 0
-    if r.train.warmup_steps > r.train.max_steps:  # a --max-steps below the recipe's warm-up: shorten it
-        r.train.warmup_steps = r.train.max_steps // 10
+    _fit_warmup(r)
     if restart:  # --resume of a run killed before its first checkpoint: it starts from step 0
         resume = False
 
@@ -209,15 +228,18 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
            quiet: bool, start_step: int = 0, sources: list | None = None) -> dict[str, Any]:
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from selfsup.console import show_progress
     from selfsup.engine.checkpoint import AtomicCheckpointIO
     from selfsup.engine.exports import ExportEvery
     from selfsup.loggers import make_loggers
     from selfsup.engine.module import GlobalBatchNormSync, PretrainModule, quiet_lightning, resolve_precision
+    from selfsup.engine.progress import StepProgress
     from selfsup.engine.stream import HELDOUT, TRAIN, StepBatches, make_loader
 
     c = r.train
     world = _world(c)
+    progress = show_progress(progress and not quiet)
     per_device, rem = divmod(c.batch_size, world * c.accumulate)
     if rem or per_device == 0:
         raise SelfsupError(f"train.batch_size: {c.batch_size} must be a multiple of devices x num_nodes x "
@@ -272,10 +294,10 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
         sync_batchnorm=bool(c.sync_batchnorm and world > 1 and on_gpu),
         gradient_clip_val=c.grad_clip or None, accumulate_grad_batches=c.accumulate,
         logger=make_loggers(c.logger, out, f"attempt-{attempt}", run_name=r.name),
-        callbacks=[ckpt, *([TQDMProgressBar(refresh_rate=max(1, c.log_every // 2))] if progress else []),
+        callbacks=[ckpt, *([StepProgress(c.log_every)] if progress else []),
                    *([exports] if exports else []), *([stream[1]] if stream else []), *objective.callbacks(),
                    *callbacks],
-        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=min(c.log_every, c.max_steps),
+        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=min(c.log_every, c.max_steps),
         val_check_interval=c.eval_every * c.accumulate, check_val_every_n_epoch=None,
         limit_val_batches=c.eval_batches, num_sanity_val_steps=0, use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO(), *cpu_sync_bn], default_root_dir=str(out))

@@ -24,29 +24,33 @@ RECIPE_DIR = Path(__file__).parent
 class TrainConfig:
     """The engine's settings (same keys for every method and modality)."""
 
-    max_steps: int = bounded(200, gt=0)
+    max_steps: int = bounded(200, gt=0, doc="optimizer steps of the run (--max-steps)")
     batch_size: int = bounded(32, gt=0, doc="global batch per optimizer step, before accumulation")
-    accumulate: int = bounded(1, gt=0)
-    lr: float = bounded(1e-3, gt=0)
-    weight_decay: float = bounded(0.01, ge=0)
-    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
-    eps: float = bounded(1e-8, gt=0)
-    warmup_steps: int = bounded(20, ge=0)
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    accumulate: int = bounded(1, gt=0, doc="micro-batches per optimizer step")
+    lr: float = bounded(1e-3, gt=0, doc="peak learning rate (AdamW)")
+    weight_decay: float = bounded(0.01, ge=0, doc="AdamW decoupled weight decay (not on biases and norms)")
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999], metadata={"doc": "AdamW betas"})
+    eps: float = bounded(1e-8, gt=0, doc="AdamW epsilon")
+    warmup_steps: int = bounded(20, ge=0, doc="linear warm-up from 0 to lr (shortened when above max_steps)")
+    schedule: Literal["linear", "cosine", "constant"] = dataclasses.field(default="linear", metadata={
+        "doc": "after the warm-up: linear or cosine decay to 0 at max_steps, or constant"})
     grad_clip: float = bounded(1.0, ge=0, doc="max gradient norm; 0 disables")
-    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
-    seed: int = 0
-    log_every: int = bounded(10, gt=0)
-    eval_every: int = bounded(100, gt=0)
-    eval_batches: int = bounded(20, gt=0)
-    checkpoint_every: int = bounded(100, gt=0)
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = dataclasses.field(default="auto", metadata={
+        "doc": "auto: bf16-mixed on GPUs that have it, else 32"})
+    seed: int = dataclasses.field(default=0, metadata={"doc": "data order, noise and initialization (--seed)"})
+    log_every: int = bounded(10, gt=0, doc="steps between logged rows (and plain progress lines)")
+    eval_every: int = bounded(100, gt=0, doc="steps between held-out evaluations")
+    eval_batches: int = bounded(20, gt=0, doc="held-out batches per evaluation (at most)")
+    checkpoint_every: int = bounded(100, gt=0, doc="steps between checkpoints (also at the end)")
     export_every: int = bounded(0, ge=0, doc="keep a Hugging Face export every N steps in exports/ (0: off)")
-    devices: int = bounded(1, gt=0)
-    num_nodes: int = bounded(1, gt=0)
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    strategy: Literal["auto", "ddp", "fsdp", "ddp_spawn"] = "auto"
-    num_workers: int = bounded(0, ge=0)
-    compile: bool = False
+    devices: int = bounded(1, gt=0, doc="processes / accelerators per node (data parallel)")
+    num_nodes: int = bounded(1, gt=0, doc="machines (data parallel)")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = dataclasses.field(default="auto", metadata={
+        "doc": "Lightning accelerator; auto: a GPU when there is one"})
+    strategy: Literal["auto", "ddp", "fsdp", "ddp_spawn"] = dataclasses.field(default="auto", metadata={
+        "doc": "Lightning strategy; auto: ddp when devices x num_nodes > 1"})
+    num_workers: int = bounded(0, ge=0, doc="data-loader worker processes (0: in the training process)")
+    compile: bool = dataclasses.field(default=False, metadata={"doc": "torch.compile the objective's forward"})
     sync_batchnorm: bool = dataclasses.field(default=True, metadata={"doc": (
         "BatchNorm statistics over the global batch under multi-GPU DDP (SyncBatchNorm); torch has none on CPU")})
     threads: int = bounded(0, ge=0, doc="torch intra-op threads per process; 0 = torch's default")
@@ -96,7 +100,12 @@ def resolve_recipe_path(recipe: str) -> Path:
         return p
     builtin = RECIPE_DIR / f"{recipe}.yaml"
     if not builtin.is_file():
-        raise SelfsupError(f"{recipe}: unknown recipe (known: {', '.join(list_recipes())}; or give a YAML path)")
+        import difflib
+
+        close = difflib.get_close_matches(recipe, list_recipes(), n=4, cutoff=0.5)
+        known = f"close names: {', '.join(close)}; `selfsup recipes` lists all" if close else \
+            f"known: {', '.join(list_recipes())}"
+        raise SelfsupError(f"{recipe}: unknown recipe ({known}; or give a YAML path)")
     return builtin
 
 

@@ -32,6 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from selfsup.console import show_progress
 from selfsup.engine.module import lr_lambda, param_groups, quiet_lightning, resolve_precision
 from selfsup.errors import TrainingDiverged
 
@@ -138,7 +139,7 @@ class FitModule(L.LightningModule):
         self.cfg, self.lr, self.total_steps, self.epochs = cfg, lr, total_steps, epochs
         self.loss_fn, self.collate_fn, self.eval_fn = loss_fn, collate_fn, eval_fn
         self.main_metric, self.params, self.train_mode = main_metric, params, train_mode
-        self.progress, self.result_path = progress, result_path
+        self.progress, self.result_path = show_progress(progress), result_path
         self.seed, self.sampler, self.checkpoint_path = seed, sampler, checkpoint_path
         self.history: list[dict[str, Any]] = []
         self.best: tuple[tuple[float, float], int, dict] | None = None

@@ -194,7 +194,7 @@ def finetuned_folder(model_dir: str | Path) -> Path:
 
 
 def _best_seed(run: Path) -> Path:
-    import sys
+    from selfsup.console import info
 
     seeds = sorted(run.glob(f"seed-*/model/{TASK_FILE}"), key=lambda f: int(f.parent.parent.name.split("-")[1]))
     chosen, why = seeds[0].parent, "the first seed"
@@ -206,7 +206,7 @@ def _best_seed(run: Path) -> Path:
         chosen, why = run / folder / "model", f"its best seed by eval {metric} ({score:.4f})"
     except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError):
         pass
-    print(f"selfsup: {run} holds {len(seeds)} seeds; using {chosen.parent.name} ({why})", file=sys.stderr)
+    info(f"{run} holds {len(seeds)} seeds; using {chosen.parent.name} ({why})")
     return chosen
 
 

@@ -57,6 +57,24 @@ def load_data(kind: str, train: str, eval: str, columns: Columns) -> TaskData:
     return TaskData(kind, columns, labels, train_ex, eval_ex)
 
 
+def resolve_options(task: str, method: str = "full", *, init: str = "pretrained", seeds: int = 1,
+                    epochs: int | None = None, max_steps: int | None = None, train_fraction: float | None = None,
+                    shots: int | None = None, overrides: Sequence[str] = ()) -> tuple[Any, Any, Any]:
+    """The options `finetune` with these arguments trains with (`finetune --print-config`): the keys every
+    method shares (`FinetuneConfig`), the method's own `Options`, and the modality's (images, audio; else None).
+    Reads no file."""
+    from selfsup.adapt.core import audio, images
+    from selfsup.adapt.registry import get_method, option_owners
+
+    adapter, spec = get_method(method), task_kind(task)
+    base = run_options(init=init, seeds=seeds, epochs=epochs, max_steps=max_steps, train_fraction=train_fraction,
+                       shots=shots)
+    modality_options = {"image": (images.ImageOptions,), "speech": (audio.AudioOptions,)}.get(spec.modality, ())
+    cfg, (opts, *modality_opts) = split_overrides(overrides, base, own=(adapter.Options, *modality_options),
+                                                  owners=option_owners())
+    return cfg, opts, modality_opts[0] if modality_opts else None
+
+
 def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Path, *, method: str = "full",
              init: str = "pretrained", text_column: str | None = None, pair_column: str | None = None,
              label_column: str | None = None, epochs: int | None = None, max_steps: int | None = None,
@@ -75,7 +93,7 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     from selfsup.adapt.core import audio, images
     from selfsup.adapt.core.tasks import subsample
     from selfsup.data.memory import source_name
-    from selfsup.adapt.registry import check_requirements, get_method, option_owners
+    from selfsup.adapt.registry import check_requirements, get_method
 
     out = Path(out)
     adapter = get_method(method)
@@ -89,11 +107,9 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
         raise SelfsupError(f"--unlabeled: only --method pet uses unlabeled examples (got --method {method})")
     if adapter.needs_pretrained and init != "pretrained":
         raise SelfsupError(f"--method {method}: needs --init pretrained (the artifact loads onto the checkpoint)")
-    base = run_options(init=init, seeds=seeds, epochs=epochs, max_steps=max_steps, train_fraction=train_fraction,
-                       shots=shots)
-    modality_options = {"image": (images.ImageOptions,), "speech": (audio.AudioOptions,)}.get(spec.modality, ())
-    own = (adapter.Options, *modality_options)
-    cfg, (opts, *modality_opts) = split_overrides(overrides, base, own=own, owners=option_owners())
+    cfg, opts, modality_opts = resolve_options(task, method, init=init, seeds=seeds, epochs=epochs,
+                                               max_steps=max_steps, train_fraction=train_fraction, shots=shots,
+                                               overrides=overrides)
     if not resume:  # (with --resume, over_seeds checks: a finished run of the same command is not an error)
         check_out(out)
     check_symbol_options(symbol_map, cfg, spec, unlabeled)
@@ -126,8 +142,7 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     for s in range(seed, seed + seeds):  # a too-small class is an error before anything is written
         subsample(data.train, fraction=train_fraction, shots=shots, seed=s, source=train)
     resolve_threads(cfg)
-    run = Run(source, spec, data, cfg, opts, init, progress, train, unlabeled,
-              modality_opts=modality_opts[0] if modality_opts else None)
+    run = Run(source, spec, data, cfg, opts, init, progress, train, unlabeled, modality_opts=modality_opts)
     run.extra = adapter.before_seeds(run)
 
     def train_seed(s: int, folder: Path) -> dict[str, Any]:

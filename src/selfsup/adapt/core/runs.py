@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from selfsup.console import info
 from selfsup.errors import SelfsupError
 
 
@@ -134,7 +135,6 @@ def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path
     or `config`. A failed run (an error, not a kill) leaves nothing. In a multi-process launch only global rank 0
     writes; the other ranks work in a throw-away folder and read the shared checkpoints."""
     import shutil
-    import sys
 
     from selfsup.fileio import atomic_write_json, try_lock
 
@@ -151,8 +151,7 @@ def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path
         if resume and not (partial / "request.json").is_file() and (out / "metrics.json").is_file() \
                 and (out / "request.json").is_file():  # killed after it finished: the run is there
             _check_same(out, json.loads((out / "request.json").read_text()), wanted, "finished")
-            print(f"selfsup: {out} is already complete (the same command finished it); nothing to resume",
-                  file=sys.stderr)
+            info(f"{out} is already complete (the same command finished it); nothing to resume")
             return json.loads((out / "metrics.json").read_text())
         check_out(out)
         if resume:
@@ -161,8 +160,7 @@ def over_seeds(out: Path, seed: int, seeds: int, train_seed: Callable[[int, Path
                                    "it); start it without --resume")
             _check_same(out, json.loads((partial / "request.json").read_text()), wanted)
         elif partial.exists():
-            print(f"selfsup: discarding an interrupted run in {partial} (pass --resume to continue it)",
-                  file=sys.stderr)
+            info(f"discarding an interrupted run in {partial} (pass --resume to continue it)")
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         atomic_write_json(partial / "request.json", wanted)
