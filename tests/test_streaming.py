@@ -228,3 +228,36 @@ def test_every_key_the_scaling_page_sets_exists():
         load_recipe(recipe, sets)  # an unknown key or a bad value raises, naming the key
         checked += 1
     assert checked >= 5
+
+
+@pytest.mark.slow
+def test_two_process_ddp_checkpoint_holds_both_ranks_reader_positions(shards, tmp_path):
+    """2-process DDP (gloo): rank 1's reader position reaches rank 0's checkpoint (gathered), and equals the
+    position a reader computed here reaches after the same 3 steps. (Resume from such positions: the tests above.)"""
+    from transformers import AutoTokenizer
+
+    from conftest import run_cli
+
+    sets = [f"--set={o}" for o in TINY + ["data.streaming=true", "data.block_size=32", "data.shuffle_buffer=8",
+                                           "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp"]]
+    out = tmp_path / "ddp"
+    proc = run_cli("pretrain", "mlm", "--data", str(shards), "--out", str(out), "--max-steps", "3", "--no-progress",
+                   *sets)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = torch.load(out / "checkpoints/last.ckpt", weights_only=True)["callbacks"]["StreamPositions"]
+    assert (saved["readers"], saved["micro"], sorted(saved["positions"])) == (2, 3, ["0", "1"])
+    from selfsup.recipes import load_recipe
+
+    tok, r = AutoTokenizer.from_pretrained(out / "model"), load_recipe(str(out / "config.yaml"))
+    spec = StreamSpec(list_shards([str(shards)]), "text", tok, 30, tok.sep_token_id, r.train.seed,
+                      r.data.holdout_fraction, 8)
+    for slot in (0, 1):
+        reader = BlockReader(spec, slot, 2)
+        for _ in range(3 * 8):  # 3 micro-batches of 16 / 2 ranks
+            reader.next_block()
+        reader.batches = 3
+        mine, theirs = reader.state(), saved["positions"][str(slot)]
+        assert set(mine) == set(theirs)
+        for key, value in mine.items():
+            np.testing.assert_array_equal(np.asarray(theirs[key]) if theirs[key] is not None else None, value,
+                                          err_msg=f"slot {slot} {key}")
