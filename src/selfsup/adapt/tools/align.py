@@ -182,6 +182,7 @@ def align(model: str | Path, source: str, target: str, dictionary: str, out: str
     """Write out/metrics.json (retrieval with and without the mean shift), out/pairs.csv (each dictionary word's
     ranks and nearest target words), out/translations.txt and out/alignment.png; return the metrics."""
     from selfsup.adapt.core.encoders import load_text_encoder
+    from selfsup.adapt.core.features import model_positions
     from selfsup.adapt.tools.embed import read_texts
     from selfsup.fileio import atomic_dir, atomic_write_json
     from selfsup.report.figures import plot_groups_2d
@@ -194,6 +195,7 @@ def align(model: str | Path, source: str, target: str, dictionary: str, out: str
     net, tok = load_text_encoder(model)
     if not getattr(tok, "is_fast", False):
         raise SelfsupError(f"{model}: needs a fast (Rust) tokenizer to map pieces to words")
+    max_length = min(max_length, model_positions(net.config, tok))  # a small model takes fewer tokens
     kw = dict(layer=layer, max_length=max_length, batch_size=batch_size, min_count=min_count)
     src, tgt = word_vectors(net, tok, source_texts, **kw), word_vectors(net, tok, target_texts, **kw)
     metrics, rows = evaluate_alignment(src, tgt, pairs, dictionary)

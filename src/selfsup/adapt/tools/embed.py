@@ -74,8 +74,10 @@ def embed(model: str | Path, source: str, out: str | Path, *, level: str = "sent
         if value < 1:
             raise SelfsupError(f"{flag}: must be >= 1, got {value}")
     from selfsup.adapt.core.encoders import load_text_encoder
+    from selfsup.adapt.core.features import model_positions
 
     net, tok = load_text_encoder(model)
+    max_length = min(max_length, model_positions(net.config, tok))  # a small model takes fewer tokens
     dim = net.config.hidden_size if hasattr(net.config, "hidden_size") else net.config.d_model
     if out.is_dir():
         out.rmdir()
