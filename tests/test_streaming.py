@@ -128,6 +128,20 @@ def test_reading_is_lazy_and_writes_no_token_cache(shards, tokenizer, monkeypatc
     assert len(reader.pool_tokens) <= 4 and len(reader.tokens) < 2 * spec.window  # bounded buffers
 
 
+def test_bad_data_met_by_a_worker_mid_stream_is_one_line_in_the_main_process(shards, tokenizer, tmp_path):
+    from selfsup.engine.streaming import StreamPositions
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"A good first line of text here.\n\nAnother fine paragraph.\n\ncaf\xe9 au lait\n")
+    spec = _spec(shards, tokenizer, holdout_fraction=0.0)
+    spec.shards = list_shards([str(bad)])
+    dataset = StreamingBlocks(spec, 2, 1, 0, 1)
+    (batch,) = _batches(dataset, workers=1)
+    assert set(batch) == {"stream_error"} and batch["stream_error"].endswith(":5: invalid UTF-8 at byte 3 of the line")
+    with pytest.raises(SelfsupError, match=r"bad.txt:5: invalid UTF-8"):
+        StreamPositions(dataset).on_train_batch_start(None, None, batch, 0)
+
+
 def _clm_jsonl(folder: Path, persuasion: Path, n_files: int = 3) -> Path:
     folder.mkdir()
     paras = [p for p in persuasion.read_text().split("\n\n") if p.strip()]
@@ -196,11 +210,14 @@ def test_other_readers_on_resume_unsupported_objectives_and_fsdp_on_cpu_are_one_
     with pytest.raises(SelfsupError, match=r"data.streaming: unknown key"):
         pretrain("simclr", [str(shards)], tmp_path / "img", max_steps=2, progress=False,
                  overrides=["data.streaming=true"])
+    with pytest.raises(SelfsupError, match=r"data.streaming: 5 shard\(s\) for 6 readers"):
+        pretrain("mlm", [str(shards)], tmp_path / "few", max_steps=2, progress=False,
+                 overrides=sets + ["train.num_workers=6"])
     if not torch.cuda.is_available():
         with pytest.raises(SelfsupError, match=r"train.strategy: fsdp shards the model over CUDA GPUs"):
             pretrain("mlm", [str(shards)], tmp_path / "fsdp", max_steps=2, progress=False,
                      overrides=sets + ["train.strategy=fsdp"])
-    assert not any((tmp_path / name).exists() for name in ("nsp", "img", "fsdp"))
+    assert not any((tmp_path / name).exists() for name in ("nsp", "img", "few", "fsdp"))
 
 
 def test_only_global_rank_zero_owns_the_run_folder(monkeypatch):

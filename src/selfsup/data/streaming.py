@@ -274,6 +274,14 @@ class StreamingBlocks(torch.utils.data.IterableDataset):
             raise SelfsupError(f"data.streaming: {len(self.spec.shards)} shard(s) for {self.n_readers} readers "
                                "(devices x num_nodes x max(1, num_workers)); give more files or fewer workers")
         reader = BlockReader(self.spec, slot, self.n_readers, self.positions.get(slot), epochs=self.epochs)
+        try:
+            yield from self._batches(reader, n, logical, slot)
+        except SelfsupError as e:  # bad data met mid-stream: one line for the main process, not a worker traceback
+            if info is None:
+                raise
+            yield {"stream_error": str(e)}
+
+    def _batches(self, reader: BlockReader, n: int, logical: int, slot: int) -> Iterator[dict[str, Any]]:
         while True:
             items = []
             m = reader.batches * n + logical

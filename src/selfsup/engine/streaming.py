@@ -28,6 +28,10 @@ def unbatched(batch: dict) -> dict:
 def stream_loader(objective, spec: StreamSpec, micro_batch: int, world: int, num_workers: int,
                   seed: int) -> tuple[torch.utils.data.DataLoader, "StreamPositions"]:
     """An endless DataLoader of micro-batches over the shards (rank set later: `loader.dataset.rank = r`)."""
+    readers = world * max(1, num_workers)
+    if len(spec.shards) < readers:
+        raise SelfsupError(f"data.streaming: {len(spec.shards)} shard(s) for {readers} readers (train.devices x "
+                           "train.num_nodes x max(1, train.num_workers)); give more files or fewer workers")
     dataset = StreamingBlocks(spec, micro_batch, world, 0, num_workers, collate=Collate(objective, seed, TRAIN))
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=unbatched, num_workers=num_workers,
                                          persistent_workers=num_workers > 0)
@@ -48,6 +52,8 @@ class StreamPositions(L.Callback):
         self.next_micro = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict, batch_idx: int) -> None:
+        if "stream_error" in batch:  # a reader in a DataLoader worker met bad data
+            raise SelfsupError(batch["stream_error"])
         self.latest[int(batch.pop("stream_slot"))] = batch.pop("stream_state")
         self.next_micro = int(batch["micro_step"]) + 1
 
