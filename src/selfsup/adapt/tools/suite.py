@@ -168,8 +168,10 @@ def run_suite(path: str | Path, out: str | Path | None = None, progress: bool = 
                         import shutil
 
                         shutil.rmtree(run)  # an unfinished run of ours: start it again
-                    if progress:
-                        print(f"== {task.name}: {spec.name} ({init})", flush=True)
+                    if progress:  # progress goes to stderr: stdout carries the results table only
+                        import sys
+
+                        print(f"== {task.name}: {spec.name} ({init})", file=sys.stderr, flush=True)
                     m = finetune(_resolve(base, spec.model),
                                  task.task, _resolve(base, task.train), _resolve(base, task.eval), run,
                                  method=task.method or spec.method or d.method or "full", init=init,
