@@ -125,7 +125,11 @@ def parse_speeds(text: str) -> dict[str, int]:
 
 
 def _show_progress(label: str, done: int, total: int) -> None:
-    """A counter rewritten in place on a terminal; in a log, only the final count."""
+    """A counter rewritten in place on a terminal; in a log, only the final count; nothing under --quiet."""
+    from selfsup.console import is_quiet
+
+    if is_quiet():
+        return
     if sys.stderr.isatty():
         print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
     elif done == total:

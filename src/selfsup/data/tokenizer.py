@@ -43,14 +43,14 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], add_cls_sep: boo
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-                                            special_tokens=SPECIAL_TOKENS)
+                                            special_tokens=SPECIAL_TOKENS, show_progress=False)
     elif cfg.kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token="[UNK]", end_of_word_suffix="</w>"))
         tok.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if cfg.lowercase else []))
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
         tok.decoder = decoders.BPEDecoder(suffix="</w>")
         trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-                                      special_tokens=SPECIAL_TOKENS, end_of_word_suffix="</w>")
+                                      special_tokens=SPECIAL_TOKENS, end_of_word_suffix="</w>", show_progress=False)
     else:  # byte-level-bpe, as GPT-2 / RoBERTa
         tok = Tokenizer(models.BPE())
         if cfg.lowercase:
@@ -59,7 +59,7 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], add_cls_sep: boo
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
                                       special_tokens=SPECIAL_TOKENS,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.get_vocab_size() <= len(SPECIAL_TOKENS) + 1:
         raise SelfsupError("data: too little text to train a tokenizer")

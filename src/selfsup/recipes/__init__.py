@@ -52,7 +52,8 @@ class TrainConfig:
     num_workers: int = bounded(0, ge=0, doc="data-loader worker processes (0: in the training process)")
     compile: bool = dataclasses.field(default=False, metadata={"doc": "torch.compile the objective's forward"})
     sync_batchnorm: bool = dataclasses.field(default=True, metadata={"doc": (
-        "BatchNorm statistics over the global batch under multi-GPU DDP (SyncBatchNorm); torch has none on CPU")})
+        "BatchNorm statistics over the global batch under DDP (torch's SyncBatchNorm on GPUs, "
+        "distributed.GlobalBatchNorm on CPU processes)")})
     threads: int = bounded(0, ge=0, doc="torch intra-op threads per process; 0 = torch's default")
     logger: Literal["csv", "tensorboard", "wandb", "mlflow"] = dataclasses.field(default="csv", metadata={
         "doc": "where curves go besides logs/*.csv: tensorboard/, wandb/ (offline), mlruns/ (Lightning's loggers)"})
