@@ -40,10 +40,11 @@ def tokenizer(shards):
                          sample=lambda budget: shard_sample(list_shards([str(shards)]), "text", budget))
 
 
-def _spec(shards, tokenizer, **kw) -> StreamSpec:
-    args = dict(window=30, separator=tokenizer.sep_token_id, seed=3, holdout_fraction=0.1, shuffle_buffer=0)
+def _spec(shards, tokenizer, held: int = 0, **kw) -> StreamSpec:
+    """A spec over the shards whose first `held` blocks are held out."""
+    args = dict(window=30, separator=tokenizer.sep_token_id, seed=3, shuffle_buffer=0)
     args.update(kw)
-    return StreamSpec(list_shards([str(shards)]), "text", tokenizer, **args)
+    return heldout_blocks(StreamSpec(list_shards([str(shards)]), "text", tokenizer, **args), held)[1]
 
 
 def _key(block) -> bytes:
@@ -64,7 +65,8 @@ def _batches(dataset, workers=0):
 
 @pytest.mark.parametrize("shuffle", [0, 7])
 def test_ranks_and_workers_partition_the_one_reader_blocks(shards, tokenizer, shuffle):
-    spec = _spec(shards, tokenizer, shuffle_buffer=shuffle)
+    spec = _spec(shards, tokenizer, held=300, shuffle_buffer=shuffle)
+    assert len(spec.heldout) >= 2  # the held-out blocks span more than the first shard
     one = Counter(map(_key, _walk(spec, 0, 1)))
     assert sum(one.values()) > 100
     # 2 readers: each reads its own shard visits, together exactly the one reader's blocks
@@ -78,9 +80,11 @@ def test_ranks_and_workers_partition_the_one_reader_blocks(shards, tokenizer, sh
         positions = [k for _, k, _ in items]
         assert len(set(positions)) == len(positions)  # each example's noise seed is its own
     # training and held-out blocks split the blocks of a stream that holds nothing out
-    held = Counter(map(_key, heldout_blocks(spec, 10 ** 6)))
-    everything = Counter(map(_key, _walk(_spec(shards, tokenizer, holdout_fraction=0.0, shuffle_buffer=shuffle), 0, 1)))
-    assert held and not (held & one) and held + one == everything
+    everything = _spec(shards, tokenizer, shuffle_buffer=shuffle)
+    held = Counter(map(_key, heldout_blocks(everything, 300)[0]))
+    assert sum(held.values()) == 300 and held + one == Counter(map(_key, _walk(everything, 0, 1)))
+    with pytest.raises(SelfsupError, match=r"the whole corpus is \d+ blocks of 30 tokens.*takes the first 100000"):
+        heldout_blocks(everything, 100_000)
 
 
 def test_a_reader_restored_from_its_state_continues_exactly(shards, tokenizer):
@@ -119,7 +123,7 @@ def test_reading_is_lazy_and_writes_no_token_cache(shards, tokenizer, monkeypatc
             yield para
 
     monkeypatch.setattr(streaming, "read_paragraphs", counting)
-    spec = _spec(shards, tokenizer, holdout_fraction=0.0, shuffle_buffer=4)
+    spec = _spec(shards, tokenizer, shuffle_buffer=4)
     spec.shards = list_shards([str(big)])
     reader = BlockReader(spec, 0, 1)
     for _ in range(5):
@@ -133,7 +137,7 @@ def test_bad_data_met_by_a_worker_mid_stream_is_one_line_in_the_main_process(sha
 
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"A good first line of text here.\n\nAnother fine paragraph.\n\ncaf\xe9 au lait\n")
-    spec = _spec(shards, tokenizer, holdout_fraction=0.0)
+    spec = _spec(shards, tokenizer)
     spec.shards = list_shards([str(bad)])
     dataset = StreamingBlocks(spec, 2, 1, 0, 1)
     (batch,) = _batches(dataset, workers=1)
@@ -166,7 +170,7 @@ def test_hf_spec_streams_each_shard_through_datasets(tmp_path, persuasion, token
     monkeypatch.setattr(datasets, "load_dataset", spy)
     hub = list_shards([f"hf:{folder}"])
     assert [(s.index, s.count) for s in hub] == [(0, 3), (1, 3), (2, 3)]
-    spec = _spec(folder, tokenizer, holdout_fraction=0.0)
+    spec = _spec(folder, tokenizer)
     local = Counter(map(_key, _walk(spec, 0, 1)))
     spec.shards = hub
     assert Counter(map(_key, _walk(spec, 0, 1))) == local and local
@@ -266,8 +270,8 @@ def test_two_process_ddp_checkpoint_holds_both_ranks_reader_positions(shards, tm
     from selfsup.recipes import load_recipe
 
     tok, r = AutoTokenizer.from_pretrained(out / "model"), load_recipe(str(out / "config.yaml"))
-    spec = StreamSpec(list_shards([str(shards)]), "text", tok, 30, tok.sep_token_id, r.train.seed,
-                      r.data.holdout_fraction, 8)
+    spec = StreamSpec(list_shards([str(shards)]), "text", tok, 30, tok.sep_token_id, r.train.seed, 8)
+    spec = heldout_blocks(spec, r.train.eval_batches * r.train.batch_size)[1]
     for slot in (0, 1):
         reader = BlockReader(spec, slot, 2)
         for _ in range(3 * 8):  # 3 micro-batches of 16 / 2 ranks

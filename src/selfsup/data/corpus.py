@@ -37,7 +37,8 @@ class TextDataConfig:
     holdout_fraction: float = bounded(0.05, ge=0, lt=0.5, doc="examples kept out for held-out loss")
     streaming: bool = dataclasses.field(default=False, metadata={"doc": (
         "read, tokenize and pack the text on the fly, no token cache (corpora larger than memory or disk): each "
-        "file, or each shard of an hf: data set, is a shard; mlm without sentence_task and clm only")})
+        "file, or each shard of an hf: data set, is a shard; held out: the first eval_batches x batch_size blocks; "
+        "mlm without sentence_task and clm only")})
     shuffle_buffer: int = bounded(1024, ge=0, doc="streaming: blocks each reader draws its batches from at "
                                   "random (0: blocks in shard order)")
 

@@ -4,8 +4,10 @@ Shards: every local file is one shard; an `hf:` source (streamed through `datase
 file (`IterableDataset.shard`). Readers: R = world size x max(1, DataLoader workers). The shards are walked in an
 endless sequence of per-epoch seeded permutations, and visit j of that sequence belongs to reader j mod R, so
 every visit is read by exactly one reader (nothing duplicated, nothing skipped). Blocks are packed within a
-shard (its last partial block is dropped), so the set of blocks does not depend on R; a block is held out when
-a hash of (seed, shard, block index) falls below `holdout_fraction`, the same in every process.
+shard (its last partial block is dropped), so the set of blocks does not depend on R. Held out (when
+`holdout_fraction` > 0): the first blocks of the first shards in list order, as many as the held-out loss uses
+(train.eval_batches x train.batch_size), because a fraction of a corpus of unknown size cannot be taken without
+reading all of it; training skips exactly those blocks.
 
 A reader's whole position is small: the visit, paragraphs read in its shard, the block counter, the tokens
 left over from packing, the shuffle buffer and its draw counter. It travels with each batch and is saved in the
@@ -27,7 +29,7 @@ from selfsup.data.corpus import word_starts
 from selfsup.data.text import Paragraph, expand_sources, read_paragraphs, row_paragraphs
 from selfsup.errors import SelfsupError
 
-HOLDOUT_SALT, SHARD_ORDER_SALT, SHUFFLE_SALT = 7919, 2, 5
+SHARD_ORDER_SALT, SHUFFLE_SALT = 2, 5
 TOKENIZER_SHARDS = 32  # shards a streaming tokenizer sample is spread over
 
 
@@ -95,13 +97,11 @@ class StreamSpec:
     window: int  # tokens per block before the objective's special tokens
     separator: int
     seed: int
-    holdout_fraction: float
     shuffle_buffer: int = 0
+    heldout: tuple[int, ...] = ()  # held-out blocks at the start of shard 0, 1, ... (set by `heldout_blocks`)
 
     def held_out(self, shard: int, block: int) -> bool:
-        if self.holdout_fraction <= 0:
-            return False
-        return bool(np.random.default_rng([self.seed, HOLDOUT_SALT, shard, block]).random() < self.holdout_fraction)
+        return shard < len(self.heldout) and block < self.heldout[shard]
 
     def shard_at(self, visit: int) -> int:
         """Shard index of visit `visit` of the endless walk (epoch = visit // n_shards, seeded permutation)."""
@@ -124,11 +124,11 @@ def encode_paragraph(backend, para: Paragraph) -> tuple[np.ndarray, np.ndarray]:
 
 class BlockReader:
     """One reader's walk over its shard visits (slot, slot + R, slot + 2R, ...): paragraphs tokenized and packed
-    into blocks of `window` tokens; `held` picks the held-out blocks instead of the training ones."""
+    into blocks of `window` tokens, the held-out ones skipped; endless unless `epochs` is given."""
 
     def __init__(self, spec: StreamSpec, slot: int, n_slots: int, state: dict | None = None,
-                 epochs: int | None = None, held: bool = False, visits: Callable[[int], int] | None = None):
-        self.spec, self.slot, self.n_slots, self.epochs, self.held = spec, slot, n_slots, epochs, held
+                 epochs: int | None = None, visits: Callable[[int], int] | None = None):
+        self.spec, self.slot, self.n_slots, self.epochs = spec, slot, n_slots, epochs
         self.visits = visits or spec.shard_at
         self.backend = spec.tokenizer.backend_tokenizer
         self.opened: dict[str, Any] = {}
@@ -144,7 +144,7 @@ class BlockReader:
         self.draws = int(st.get("draws", 0))
         self.batches = int(st.get("batches", 0))
         self._stream: Iterator[Paragraph] | None = None
-        self._empty_visits = 0
+        self._empty_visits, self._found = 0, False
         self._shard = (-1, -1)  # (visit, shard index) of the visit being read
 
     def state(self) -> dict[str, Any]:
@@ -170,10 +170,10 @@ class BlockReader:
         return itertools.islice(stream, self.paragraphs, None)  # a resumed reader skips what it had read
 
     def _next_shard(self) -> None:
-        self._empty_visits = self._empty_visits + 1 if self.block == 0 else 0
+        self._empty_visits, self._found = 0 if self._found else self._empty_visits + 1, False
         if self._empty_visits > 2 * len(self.spec.shards):
-            raise SelfsupError(f"data: no shard holds {self.spec.window} tokens for one block "
-                               "(lower data.block_size or give longer files)")
+            raise SelfsupError(f"data: no shard holds a training block of {self.spec.window} tokens (lower "
+                               "data.block_size, or give more text: the held-out blocks come first)")
         self.visit += self.n_slots
         self.paragraphs = self.block = 0
         self.tokens, self.word_start = np.zeros(0, np.int32), np.zeros(0, np.uint8)
@@ -201,14 +201,15 @@ class BlockReader:
         return True
 
     def _packed(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The next training (or held-out) block in shard order, or None at the end of a finite walk."""
+        """The next training block in shard order, or None at the end of a finite walk."""
         while self._fill():
             w = self.spec.window
             tokens, starts = self.tokens[:w], self.word_start[:w]
             self.tokens, self.word_start = self.tokens[w:], self.word_start[w:]
             shard, block = self._shard_index(), self.block
             self.block += 1
-            if self.spec.held_out(shard, block) == self.held:
+            if not self.spec.held_out(shard, block):
+                self._found = True
                 return tokens, starts
         return None
 
@@ -230,19 +231,26 @@ class BlockReader:
         return self.pool_tokens.pop(pick), self.pool_word_start.pop(pick)
 
 
-def heldout_blocks(spec: StreamSpec, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first `n` held-out blocks, shards in list order (a bounded list, read once per process)."""
-    if spec.holdout_fraction <= 0 or n <= 0:
-        return []
-    unshuffled = dataclasses.replace(spec, shuffle_buffer=0)
-    reader = BlockReader(unshuffled, 0, 1, epochs=1, held=True, visits=unshuffled.in_order)
-    out = []
+def heldout_blocks(spec: StreamSpec, n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], StreamSpec]:
+    """The first `n` blocks, shards in list order (read once per process, n blocks and no more), and the spec
+    whose training readers skip them."""
+    if n <= 0:
+        return [], dataclasses.replace(spec, heldout=())
+    everything = dataclasses.replace(spec, shuffle_buffer=0, heldout=())
+    reader = BlockReader(everything, 0, 1, epochs=1, visits=everything.in_order)
+    out, counts = [], [0] * len(spec.shards)
     while len(out) < n:
         block = reader.next_block()
         if block is None:
             break
         out.append(block)
-    return out
+        counts[reader.visit] += 1  # in list order, visit i is shard i
+    if len(out) < n:
+        raise SelfsupError(f"data: the whole corpus is {len(out)} blocks of {spec.window} tokens, and the held-out "
+                           f"loss takes the first {n} (train.eval_batches x train.batch_size); lower "
+                           "train.eval_batches, or set data.holdout_fraction=0")
+    last = max(i for i, c in enumerate(counts) if c)
+    return out, dataclasses.replace(spec, heldout=tuple(counts[:last + 1]))
 
 
 class StreamingBlocks(torch.utils.data.IterableDataset):

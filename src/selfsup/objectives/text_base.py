@@ -135,8 +135,8 @@ class TextObjective(Objective):
 
     @classmethod
     def prepare_stream(cls, recipe, sources: list[str]) -> Prepared:
-        """data.streaming: the shards and how to read them (nothing tokenized ahead), plus a bounded held-out
-        list of blocks (train.eval_batches x train.batch_size)."""
+        """data.streaming: the shards and how to read them (nothing tokenized ahead), plus the held-out blocks: the
+        first train.eval_batches x train.batch_size of the shards in list order (none when holdout_fraction is 0)."""
         from selfsup.data.streaming import StreamSpec, heldout_blocks, list_shards, shard_sample
 
         data: TextDataConfig = recipe.data
@@ -148,8 +148,9 @@ class TextObjective(Objective):
             raise SelfsupError("tokenizer: needs a [SEP] or end-of-sequence token to separate documents")
         window = data.block_size - (2 if cls.block_specials == "cls-sep" else 0)
         spec = StreamSpec(shards, data.text_column, tokenizer, window, separator, recipe.train.seed,
-                          data.holdout_fraction, data.shuffle_buffer)
-        held = heldout_blocks(spec, recipe.train.eval_batches * recipe.train.batch_size)
+                          data.shuffle_buffer)
+        n_held = recipe.train.eval_batches * recipe.train.batch_size if data.holdout_fraction > 0 else 0
+        held, spec = heldout_blocks(spec, n_held)
         return Prepared(spec, held, {"tokenizer": tokenizer})
 
     def __init__(self, recipe, prepared: Prepared):
