@@ -180,11 +180,16 @@ def test_hf_spec_streams_each_shard_through_datasets(tmp_path, persuasion, token
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, shards):
     """12 steps uninterrupted; 5 steps then resumed to 12; both with 2 DataLoader workers (5 is odd)."""
+    from selfsup.data.corpus import cache_root
+
     root = tmp_path_factory.mktemp("stream-runs")
+    caches = lambda: sorted(p.name for p in (cache_root() / "corpora").glob("*"))  # noqa: E731
+    before = caches()
     sets = TINY + ["data.streaming=true", "data.shuffle_buffer=16", "data.block_size=32", "train.log_every=1",
                    "train.num_workers=2", "train.lr=3e-3", "train.schedule=constant", "train.threads=1"]
     full = pretrain("mlm", [str(shards)], root / "full", max_steps=12, progress=False, overrides=sets)
     pretrain("mlm", [str(shards)], root / "part", max_steps=5, progress=False, overrides=sets)
+    assert caches() == before  # no token cache written: the text was tokenized on the fly
     return root, full, sets
 
 
