@@ -1,35 +1,19 @@
 """The README's commands are a contract: every `selfsup ...` line of its bash blocks names a real verb with flags
 and choices the CLI accepts (argparse parses it exactly as written), every built-in recipe it names exists,
 and the install and test commands are the ones `.ci/run` uses. (The commands' behaviour is tested verb by verb
-in the other test files, on tiny data.)"""
+in the other test files, on tiny data, and test_readme_walk.py runs them all in README order.)"""
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
 import pytest
 
+from readme_examples import README_PATH, bash_commands
 from selfsup.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def bash_commands(text: str) -> list[str]:
-    """The commands of the ```bash blocks: continuation lines joined, comments and heredoc bodies dropped,
-    `a && b` and `a | b` split."""
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        block = re.sub(r"<<'(\w+)'\n.*?\n\1\n", "\n", block, flags=re.S)  # python - <<'PY' ... PY
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #")[0].strip() if not line.lstrip().startswith("#") else ""
-            for part in re.split(r"\s&&\s|\s\|\s", line):
-                if part.strip():
-                    commands.append(part.strip())
-    return commands
-
-
+README = README_PATH.read_text(encoding="utf-8")
 SELFSUP = [c for c in bash_commands(README) if c.startswith("selfsup ")]
 
 
