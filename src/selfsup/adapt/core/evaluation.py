@@ -1,13 +1,15 @@
 """Evaluation and prediction of fine-tuned models: streaming metrics batch by batch (never all logits in
 memory), one prediction dict per example, and the `selfsup evaluate` / `selfsup predict` entry points for
-every method and kind (the method named in the folder's task.json loads the model)."""
+every method and kind (the method named in the folder's task.json loads the model). Inference batches hold
+examples of similar length (sorted, `length_groups`), so padding wastes few positions; predictions come back
+in input order."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from selfsup.adapt.core.features import MODEL_INPUTS, batches, collate, encode, keep_token_types
+from selfsup.adapt.core.features import MODEL_INPUTS, collate, encode, keep_token_types
 from selfsup.adapt.core.kinds import Columns, task_kind
 from selfsup.adapt.core.options import split_overrides
 from selfsup.adapt.core.runs import autocast, device_of, resolve_threads, write_metrics
@@ -17,12 +19,15 @@ from selfsup.errors import SelfsupError
 
 def run_eval(model, feats: Sequence[dict], examples: Sequence, kind: str, labels: list[str] | None,
              cfg: Any, pad_id: int, device, predictions: list | None = None) -> dict[str, float]:
-    """Streaming evaluation: loss and the task's metrics, accumulated batch by batch. With `predictions`
-    (a list), also appends one prediction dict per example (for `selfsup predict`)."""
+    """Streaming evaluation: loss and the task's metrics, accumulated batch by batch (batches of similar
+    lengths: the features sorted by length, except QA windows, whose ties between windows keep input order).
+    With `predictions` (a list), also appends one prediction dict per example, in the order of `feats`
+    (for `selfsup predict`)."""
     import numpy as np
     import torch
 
     from selfsup import metrics as M
+    from selfsup.adapt.core.length_groups import length_sorted_positions
 
     was_training = model.training
     model.eval()
@@ -35,8 +40,12 @@ def run_eval(model, feats: Sequence[dict], examples: Sequence, kind: str, labels
         labeled = labeled and all(ex.answers for ex in examples)
     metric_cls = getattr(M, task_kind(kind).metric)
     metric = metric_cls(len(labels or [])) if metric_cls is M.ClassificationMetrics else metric_cls()
-    with torch.no_grad(), autocast(device):
-        for chunk in batches(feats, cfg.eval_batch_size):
+    positions = list(range(len(feats))) if kind == "extractive-qa" else length_sorted_positions(feats)
+    slots: list = [None] * len(feats)  # predictions by input position (batches run in length order)
+    with torch.inference_mode(), autocast(device):
+        for start in range(0, len(positions), cfg.eval_batch_size):
+            where = positions[start:start + cfg.eval_batch_size]
+            chunk = [feats[i] for i in where]
             batch = collate(chunk, pad_id, device)
             if not labeled:
                 batch = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
@@ -51,12 +60,12 @@ def run_eval(model, feats: Sequence[dict], examples: Sequence, kind: str, labels
                 scores = logits[:, 0].cpu().numpy()
                 if labeled:
                     metric.update(scores, [f["labels"] for f in chunk])
-                if predictions is not None:
-                    predictions.extend({"score": float(s)} for s in scores)
+                for i, s in zip(where, scores):
+                    slots[i] = {"score": float(s)}
             elif kind == "token-classification":
                 probs = torch.softmax(logits, -1).cpu().numpy()
                 pred_tags, gold_tags = [], []
-                for f, p in zip(chunk, probs):
+                for i, f, p in zip(where, chunk, probs):
                     idx = [p[j].argmax() if j is not None else None for j in f["first_piece"]]
                     tags = [labels[k] if k is not None else None for k in idx]
                     pred_tags.append(tags)
@@ -65,7 +74,7 @@ def run_eval(model, feats: Sequence[dict], examples: Sequence, kind: str, labels
                         gold_tags.append(ex.tags)
                     if predictions is not None:
                         conf = [round(float(p[j].max()), 6) if j is not None else None for j in f["first_piece"]]
-                        predictions.append({"words": ex.words, "tags": tags, "probabilities": conf})
+                        slots[i] = {"words": ex.words, "tags": tags, "probabilities": conf}
                 if labeled:
                     metric.update(pred_tags, gold_tags)
             else:
@@ -74,9 +83,11 @@ def run_eval(model, feats: Sequence[dict], examples: Sequence, kind: str, labels
                 if labeled:
                     metric.update(pred, np.asarray([f["labels"] for f in chunk]))
                 if predictions is not None:
-                    for p in probs:
-                        predictions.append({"label": labels[int(p.argmax())],
-                                            "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p)}})
+                    for i, p in zip(where, probs):
+                        slots[i] = {"label": labels[int(p.argmax())],
+                                    "probabilities": {lab: round(float(x), 6) for lab, x in zip(labels, p)}}
+    if predictions is not None and kind != "extractive-qa":
+        predictions.extend(slots)
     if kind == "extractive-qa":
         answers = []
         for i, ex in enumerate(examples):
@@ -160,11 +171,16 @@ def load_for_inference(model_dir, text_column: str | None, pair_column: str | No
     return model, tok, info, cfg, columns
 
 
+SORT_WINDOW = 50  # batches of a file's examples sorted by length together in `predict` (HF's megabatch size)
+
+
 def predict(model_dir: str | Path, source: str, *, text_column: str | None = None, pair_column: str | None = None,
             batch_size: int = 64, overrides: Sequence[str] = (), stdin=None) -> Iterator[dict]:
     """Predictions for a file (same formats as training, labels optional) or `-` for stdin (JSONL rows, or
     plain lines: one text per line, `text<TAB>pair` for pair tasks, space-separated words for tagging).
-    Yields one dict per example, in batches of `batch_size`, so a long input never sits in memory whole."""
+    Yields one dict per example, in input order; a file is read in windows of `SORT_WINDOW` batches whose
+    examples run in length order (stdin: one batch at a time, so a pipe gets answers as it goes), so a long
+    input never sits in memory whole."""
     from selfsup.adapt.core import audio, images
     from selfsup.adapt.core.tasks import read_task
     from selfsup.data.text import decoded_lines, inner_suffix
@@ -190,10 +206,11 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
         if not Path(source).is_file():
             raise SelfsupError(f"{source}: no such file")
         lines = (line for _, line in decoded_lines(Path(source)))
-        chunks = stdin_examples(lines, kind, columns, cfg.eval_batch_size, name=str(source))
+        chunks = stdin_examples(lines, kind, columns, cfg.eval_batch_size * SORT_WINDOW, name=str(source))
     else:
         examples = read_task(source, kind, columns, labeled=False)
-        chunks = (examples[i:i + cfg.eval_batch_size] for i in range(0, len(examples), cfg.eval_batch_size))
+        window = cfg.eval_batch_size * SORT_WINDOW
+        chunks = (examples[i:i + window] for i in range(0, len(examples), window))
     for chunk in chunks:
         for ex in chunk:  # prediction ignores any labels the file has
             if hasattr(ex, "label"):

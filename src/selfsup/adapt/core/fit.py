@@ -6,6 +6,8 @@ evaluation every `eval_every` epochs, and the weights of the best epoch by the t
 Data parallelism computes what one process computes: `EpochBatches` cuts each epoch's seeded permutation into
 global batches of `batch_size` and gives rank r of W (with accumulation A) the slices r, W + r, ... of each
 global batch, so a 2-process run sees exactly the examples of a 1-process run with the same global batch.
+With `group_by_length` (the default) the permutation groups token sequences of similar length into the same
+global batch (`length_groups`), so right padding to the batch's longest wastes few positions.
 Several devices without an outside launcher use Lightning's `ddp_fork` (the method's closures need no pickling
 and the trained weights return to this process); under torchrun / SLURM every rank runs the verb and only
 global rank 0 writes (`runs.over_seeds`).
@@ -66,8 +68,10 @@ class EpochBatches(torch.utils.data.Sampler):
     """Per-rank micro-batches of one epoch (hand-written: Lightning's distributed sampler pads and reshuffles
     per rank, so a W-process run would not see a 1-process run's batches)."""
 
-    def __init__(self, n: int, batch_size: int, accumulate: int, seed: int):
+    def __init__(self, n: int, batch_size: int, accumulate: int, seed: int,
+                 lengths: Sequence[int] | None = None):
         self.n, self.batch, self.acc, self.seed = n, batch_size, accumulate, seed
+        self.lengths = lengths  # given: length-grouped global batches (`length_groups.length_grouped_order`)
         self.epoch = 0
         self.offset = 0  # epochs a resumed fit already ran
         self.sampler = _EpochSetter(self)  # Lightning sets the epoch of `batch_sampler.sampler` before each epoch
@@ -76,12 +80,21 @@ class EpochBatches(torch.utils.data.Sampler):
         return math.ceil(self.n / self.batch) * self.acc
 
     def order(self) -> np.ndarray:
-        """This epoch's permutation: the (epoch + 1)-th `torch.randperm` of a generator seeded with the seed,
-        recomputed from the seed alone (so any rank, and a resumed run, gets it without carried state)."""
+        """This epoch's permutation: the (epoch + 1)-th draw (a `torch.randperm`, or a length-grouped order) of a
+        generator seeded with the seed, recomputed from the seed alone (so any rank, and a resumed run, gets it
+        without carried state)."""
+        from selfsup.adapt.core.length_groups import length_grouped_order
+
         gen = torch.Generator().manual_seed(self.seed)
+
+        def draw() -> np.ndarray:
+            if self.lengths is None:
+                return torch.randperm(self.n, generator=gen).numpy()
+            return length_grouped_order(self.lengths, self.batch, gen)
+
         for _ in range(self.epoch):
-            torch.randperm(self.n, generator=gen)
-        return torch.randperm(self.n, generator=gen).numpy()
+            draw()
+        return draw()
 
     def __iter__(self):
         order = self.order()
@@ -304,6 +317,7 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
     and per-batch statistics logged per epoch as `train_<name>`; `eval_fn(model)` returns the evaluation
     (global rank 0 only); `main_metric` selects the best epoch (`cfg.keep_best`); `train_mode(model)` runs after
     `model.train()` each epoch (e.g. a frozen encoder back to eval mode); `params` restricts the optimizer."""
+    from selfsup.adapt.core.length_groups import feature_lengths
     from selfsup.engine.checkpoint import AtomicCheckpointIO
     from selfsup.loggers import make_loggers
 
@@ -324,7 +338,8 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
     if checkpoints is not None and checkpoints.resume and path.is_file():
         restored = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(restored["model"])
-    sampler = EpochBatches(len(train_feats), cfg.batch_size, cfg.accumulate, seed)
+    lengths = feature_lengths(train_feats) if getattr(cfg, "group_by_length", False) else None
+    sampler = EpochBatches(len(train_feats), cfg.batch_size, cfg.accumulate, seed, lengths)
     version = f"fit-{checkpoints.count}" if checkpoints is not None else ""
     if log_dir is None and checkpoints is not None:  # a run's fits log per step to logs/fit-<k>/metrics.csv
         log_dir = checkpoints.folder

@@ -27,6 +27,8 @@ class FinetuneConfig:
     betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = bounded(1.0, ge=0)
     accumulate: int = bounded(1, ge=1, doc="micro-batches per optimizer step (batch_size must divide)")
+    group_by_length: bool = dataclasses.field(default=True, metadata={
+        "doc": "batch token sequences of similar length together (less padding); false: plain random batches"})
     keep_best: bool = dataclasses.field(
         default=True, metadata={"doc": "keep the weights of the epoch with the best main metric (else the last)"})
     eval_every: int = bounded(1, ge=1, doc="evaluate every N epochs (and after the last)")
