@@ -204,7 +204,7 @@ class BlockReader:
         """The next training block in shard order, or None at the end of a finite walk."""
         while self._fill():
             w = self.spec.window
-            tokens, starts = self.tokens[:w], self.word_start[:w]
+            tokens, starts = self.tokens[:w].copy(), self.word_start[:w].copy()  # not views of a long paragraph
             self.tokens, self.word_start = self.tokens[w:], self.word_start[w:]
             shard, block = self._shard_index(), self.block
             self.block += 1
