@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from conftest import run_cli
 from selfsup.adapt.shared.surgery import evenly_spaced
 from selfsup.data.austen import austen_novels_task
+from selfsup.errors import SelfsupError
 from selfsup.losses import distillation_loss
 from test_adapt_heads import make_checkpoint
 
@@ -145,3 +146,18 @@ def test_bad_input_is_one_line(teacher, tmp_path, persuasion):
                 teacher["eval"], "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and "not a fine-tuned model" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_multi_seedteacher_folder_is_found_like_evaluate_finds_it(teacher, tmp_path):
+    """`finetune --seeds N` leaves seed-*/model/; distill takes that run folder as evaluate and prune do."""
+    import shutil
+
+    from selfsup.adapt.tools.distill import teacher_folder
+
+    run = tmp_path / "multi"
+    for s in (0, 1):
+        shutil.copytree(teacher["teacher"] / "model", run / f"seed-{s}" / "model")
+    assert teacher_folder(run) == run / "seed-0" / "model"  # no metrics.json: the first seed, said on stderr
+    assert teacher_folder(teacher["teacher"]) == teacher["teacher"] / "model"
+    with pytest.raises(SelfsupError, match="--teacher .*not a fine-tuned model"):
+        teacher_folder(teacher["checkpoint"])

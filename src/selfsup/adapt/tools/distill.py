@@ -56,15 +56,23 @@ def check_same_vocabulary(teacher_tok, student_tok, student: str) -> None:
                            f"share the teacher's tokenizer")
 
 
-def _teacher_info(teacher: str | Path, folder: Path) -> dict:
-    """The teacher's task.json, checked: a fine-tuned sequence- or pair-classification model."""
-    from selfsup.adapt.core.models import TASK_FILE, read_task_info
+def teacher_folder(teacher: str | Path) -> Path:
+    """The teacher's model folder, found as evaluate/predict/prune find it (a run folder, its model/, or the
+    best seed of a multi-seed run)."""
+    from selfsup.adapt.core.models import finetuned_folder
 
     if not Path(teacher).exists():
         raise SelfsupError(f"--teacher {teacher}: no such folder")
-    if not (folder / TASK_FILE).is_file():
-        raise SelfsupError(f"--teacher {teacher}: not a fine-tuned model (no {TASK_FILE}; make one with "
-                           f"`selfsup finetune`)")
+    try:
+        return finetuned_folder(teacher)
+    except SelfsupError as e:
+        raise SelfsupError(f"--teacher {e}") from None
+
+
+def _teacher_info(teacher: str | Path, folder: Path) -> dict:
+    """The teacher's task.json, checked: a fine-tuned sequence- or pair-classification model."""
+    from selfsup.adapt.core.models import read_task_info
+
     info = read_task_info(folder)
     if info.get("kind") not in DISTILLABLE_KINDS:
         raise SelfsupError(f"--teacher {teacher}: distillation supports {', '.join(DISTILLABLE_KINDS)} teachers; "
@@ -103,7 +111,7 @@ def distill(teacher: str | Path, student: str | Path | None, train: str, eval: s
     base = run_options(init=init, seeds=seeds, epochs=epochs, max_steps=max_steps)
     cfg = parse_distill_overrides(overrides, base)
     check_out(out)
-    teacher_dir = Path(teacher) / "model" if (Path(teacher) / "model").is_dir() else Path(teacher)
+    teacher_dir = teacher_folder(teacher)
     info = _teacher_info(teacher, teacher_dir)  # cheap checks first: nothing heavy is loaded yet
     kind = info["kind"]
     if student is None or Path(student).resolve() in (Path(teacher).resolve(), teacher_dir.resolve()):
