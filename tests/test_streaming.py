@@ -179,16 +179,38 @@ def test_hf_spec_streams_each_shard_through_datasets(tmp_path, persuasion, token
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, shards):
-    """12 steps uninterrupted; 5 steps then resumed to 12; both with 2 DataLoader workers (5 is odd)."""
+    """12 steps uninterrupted; a run killed (SIGKILL) at step 7 after its step-5 checkpoint; both with 2
+    DataLoader workers (5 is odd: worker 0 must continue worker 1's stream)."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
     from selfsup.data.corpus import cache_root
 
     root = tmp_path_factory.mktemp("stream-runs")
     caches = lambda: sorted(p.name for p in (cache_root() / "corpora").glob("*"))  # noqa: E731
     before = caches()
     sets = TINY + ["data.streaming=true", "data.shuffle_buffer=16", "data.block_size=32", "train.log_every=1",
-                   "train.num_workers=2", "train.lr=3e-3", "train.schedule=constant", "train.threads=1"]
+                   "train.num_workers=2", "train.lr=3e-3", "train.schedule=constant", "train.threads=1",
+                   "train.checkpoint_every=5"]
     full = pretrain("mlm", [str(shards)], root / "full", max_steps=12, progress=False, overrides=sets)
-    pretrain("mlm", [str(shards)], root / "part", max_steps=5, progress=False, overrides=sets)
+    script = textwrap.dedent(f"""
+        import os, signal
+        import lightning as L
+        from selfsup import pretrain
+
+        class KillAfter(L.Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step == 7:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        pretrain("mlm", [{str(shards)!r}], {str(root / "part")!r}, max_steps=12, progress=False,
+                 overrides={sets!r}, callbacks=[KillAfter()])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert torch.load(root / "part/checkpoints/last.ckpt", weights_only=True)["global_step"] == 5
     assert caches() == before  # no token cache written: the text was tokenized on the fly
     return root, full, sets
 
