@@ -98,6 +98,7 @@ def test_shots_and_seeds_report_mean_and_std(bert, novels, tmp_path):
     assert set(m["eval_std"]) >= {"accuracy", "macro_f1", "mcc"} and "±" in m["eval_mean_std"]["accuracy"]
     for s in (5, 6):
         assert (tmp_path / "run" / f"seed-{s}" / "model" / "config.json").is_file()
+    assert (tmp_path / "run" / "curves.png").is_file()  # every seed's curves on one picture
     # the multi-seed run folder itself is usable: its best seed by the main metric, said on stderr
     best = max(m["runs"], key=lambda r: r["eval"]["accuracy"])
     r = run_cli("evaluate", "--model", str(tmp_path / "run"), "--eval", novels["eval"], "--set", "threads=1")

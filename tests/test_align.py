@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from selfsup.adapt.tools.align import (WordVectors, evaluate_alignment, ranks_of_gold, retrieval_metrics,
+from selfsup.adapt.tools.align import (WordVectors, pca_2d, evaluate_alignment, ranks_of_gold, retrieval_metrics,
                                        translate_words, words_of)
 from selfsup.errors import SelfsupError
 
@@ -103,3 +103,15 @@ def test_align_refuses_bad_input_in_one_line(tmp_path, bilingual_bert):
     (mine / "keep.txt").write_text("keep")
     res = run_cli("align", *args, "--dictionary", str(DATA / "dictionary.csv"), "--out", str(mine))
     assert res.returncode == 2 and "not empty" in res.stderr and (mine / "keep.txt").read_text() == "keep"
+
+
+def test_pca_projection_and_explained_variance_match_scikit_learn():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)) * [5, 2, 1, 1, 1, 1], rng.normal(size=(30, 6)) + 1
+    (pa, pb), share = pca_2d(a, b)
+    ref = PCA(n_components=2).fit(np.concatenate([a, b]))
+    assert np.allclose(share, ref.explained_variance_ratio_)
+    got, want = np.concatenate([pa, pb]), ref.transform(np.concatenate([a, b]))
+    assert np.allclose(np.abs(got), np.abs(want))  # the same axes, up to sign

@@ -45,9 +45,15 @@ def plot_history(curves: Mapping[str, Sequence[dict]], path: str | Path, metric:
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylabel(f"eval {metric}")
     ax_metric.set_title(f"eval {metric}")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_metric):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if len(curves) > 3:  # many runs: the legend goes beside the plot, off the data
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        else:
+            ax.legend(fontsize=8)
     path = Path(path)
     atomic_write_bytes(path, figure_bytes(fig))
     return path
@@ -322,9 +328,11 @@ def plot_image_grid(rows: Mapping[str, Sequence], path: str | Path, title: str =
     return path
 
 
-def plot_groups_2d(panels: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+def plot_groups_2d(panels: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "",
+                   explained: Mapping[str, tuple[float, float]] | None = None) -> Path:
     """Side-by-side scatter plots of 2-D points, one colour per group (e.g. two languages' word embeddings
-    before and after an alignment); `panels` is {panel title: {group: array of shape (n, 2)}}."""
+    before and after an alignment); `panels` is {panel title: {group: array of shape (n, 2)}}; `explained`, per
+    panel, the share of variance of its two principal axes (shown on the axis labels)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,8 +345,9 @@ def plot_groups_2d(panels: Mapping[str, Mapping[str, Any]], path: str | Path, ti
         for group, points in groups.items():
             ax.scatter(points[:, 0], points[:, 1], s=8, alpha=0.6, label=group)
         ax.set_title(name)
-        ax.set_xlabel("principal axis 1")
-        ax.set_ylabel("principal axis 2")
+        share = (explained or {}).get(name)
+        ax.set_xlabel("principal axis 1" + (f" ({100 * share[0]:.0f}% of variance)" if share else ""))
+        ax.set_ylabel("principal axis 2" + (f" ({100 * share[1]:.0f}% of variance)" if share else ""))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.suptitle(title, fontsize=10)

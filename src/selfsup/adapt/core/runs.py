@@ -232,9 +232,23 @@ def _seeds(tmp: Path, seed: int, seeds: int, train_seed: Callable[[int, Path], d
                                  "history": r["history"]} for r in runs]})
         if summarize is not None:  # a method's own per-seed results, aggregated (e.g. PET's ensemble)
             result.update(summarize(runs))
+        plot_seeds(runs, tmp / "curves.png")
     result["config"] = config
     atomic_write_json(tmp / "metrics.json", result)
     return result
+
+
+def plot_seeds(runs: list[dict[str, Any]], path: Path) -> None:
+    """Every seed's curves on one picture (the run folder's `curves.png`), where the runs have histories."""
+    from selfsup.report.figures import plot_history
+
+    metric = runs[0].get("main_metric")
+    curves = {f"seed {r['seed']}": [row for row in r.get("history") or []
+                                    if "epoch" in row and "train_loss" in row
+                                    and (row.get("eval_loss") is not None or row.get(metric) is not None)]
+              for r in runs}
+    if metric and sum(bool(rows) for rows in curves.values()) > 1:
+        plot_history(curves, path, metric, title=f"{runs[0].get('task', '')}, {len(curves)} seeds".strip(", "))
 
 
 def metrics_path(out: str | Path) -> Path:

@@ -169,12 +169,14 @@ def translate_words(sentence: str, source: WordVectors, target: WordVectors, shi
     return " ".join(out)
 
 
-def pca_2d(*groups: np.ndarray) -> list[np.ndarray]:
-    """The groups projected on the first two principal axes of all of them together."""
+def pca_2d(*groups: np.ndarray) -> tuple[list[np.ndarray], tuple[float, float]]:
+    """The groups projected on the first two principal axes of all of them together, and the share of the
+    variance each of the two axes explains."""
     stacked = np.concatenate(groups)
     mean = stacked.mean(0)
-    _, _, vt = np.linalg.svd(stacked - mean, full_matrices=False)
-    return [(g - mean) @ vt[:2].T for g in groups]
+    _, s, vt = np.linalg.svd(stacked - mean, full_matrices=False)
+    share = (s ** 2) / max(float((s ** 2).sum()), 1e-12)
+    return [(g - mean) @ vt[:2].T for g in groups], (float(share[0]), float(share[1]) if len(share) > 1 else 0.0)
 
 
 def align(model: str | Path, source: str, target: str, dictionary: str, out: str | Path, *, layer: int = -1,
@@ -209,8 +211,8 @@ def align(model: str | Path, source: str, target: str, dictionary: str, out: str
     top = min(300, len(src.words), len(tgt.words))
     s_top = src.vectors[np.argsort(-src.counts)[:top]]
     t_top = tgt.vectors[np.argsort(-tgt.counts)[:top]]
-    before = pca_2d(s_top, t_top)
-    after = pca_2d(s_top + (tgt.centroid - src.centroid), t_top)
+    before, before_var = pca_2d(s_top, t_top)
+    after, after_var = pca_2d(s_top + (tgt.centroid - src.centroid), t_top)
     if out.is_dir():
         out.rmdir()
     with atomic_dir(out) as tmp:
@@ -225,5 +227,6 @@ def align(model: str | Path, source: str, target: str, dictionary: str, out: str
         (tmp / "translations.txt").write_text("\n".join(lines), encoding="utf-8")
         plot_groups_2d({"without the shift": {"source": before[0], "target": before[1]},
                         "with the mean shift": {"source": after[0], "target": after[1]}}, tmp / "alignment.png",
+                       explained={"without the shift": before_var, "with the mean shift": after_var},
                        title=f"the {top} most frequent words of each language (PCA of their embeddings)")
     return metrics
