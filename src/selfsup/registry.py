@@ -23,7 +23,7 @@ _OBJECTIVE_MODULES = {
         "mockingjay", "tera", "apc", "temporal_gap", "cpc", "wav2vec2", "vq_wav2vec", "hubert", "data2vec",
         "best_rq", "delores", "speech_simclr")},
     **{name: f"selfsup.objectives.{name}" for name in (  # tables
-        "autoencoder", "denoising_autoencoder", "vae", "vqvae")},
+        "autoencoder", "denoising_autoencoder", "vae", "vqvae", "binary_autoencoder", "onehot_autoencoder")},
 }
 _BACKBONE_MODULES = {
     "bert": "selfsup.backbones.text",

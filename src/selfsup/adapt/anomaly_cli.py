@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-METHOD_CHOICES = ("ae", "dae", "vae", "vqvae")
+METHOD_CHOICES = ("ae", "dae", "vae", "vqvae", "binary", "onehot")
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -41,7 +41,8 @@ def add_parser(sub: Any) -> None:
                    help=".csv, .tsv, .parquet, .npz (x), hf:NAME or sklearn:breast_cancer; repeatable")
     f.add_argument("--out", required=True, metavar="DIR", help="a new run folder")
     f.add_argument("--method", choices=METHOD_CHOICES, default="ae",
-                   help="ae (auto-encoder), dae (denoising), vae, vqvae (default ae)")
+                   help="ae (auto-encoder), dae (denoising), vae, vqvae, binary (straight-through Bernoulli "
+                        "code), onehot (Gumbel-softmax code) (default ae)")
     f.add_argument("--max-steps", type=int, metavar="N")
     f.add_argument("--seed", type=int, metavar="S")
     f.add_argument("--contamination", type=float, default=0.05, metavar="P",

@@ -1,9 +1,9 @@
 """Anomaly detection with table auto-encoders (`selfsup anomaly fit | score`, `AutoEncoderDetector`).
 
-Fit: pretrain an auto-encoder (`ae`, `dae`, `vae`, `vqvae`) on normal rows only, through the ordinary engine,
-then score those same normal training rows and keep their (1 - contamination) quantile — the 95th percentile
-by default — as the decision threshold (`anomaly.json` beside the run's `model/`). No anomalous row is ever
-used to choose anything.
+Fit: pretrain an auto-encoder (`ae`, `dae`, `vae`, `vqvae`, `binary`, `onehot`) on normal rows only, through
+the ordinary engine, then score those same normal training rows and keep their (1 - contamination) quantile —
+the 95th percentile by default — as the decision threshold (`anomaly.json` beside the run's `model/`). No
+anomalous row is ever used to choose anything.
 
 Score: each row's anomaly score is the model's `score` (reconstruction error; the negative ELBO for a VAE),
 higher = more anomalous. With 0/1 labels (1 = anomaly) the metrics are AUROC and AUPRC (threshold-free,
@@ -25,7 +25,8 @@ from sklearn.base import BaseEstimator
 from selfsup.errors import SelfsupError
 from selfsup.fileio import atomic_dir, atomic_write_json
 
-METHODS = {"ae": "autoencoder", "dae": "denoising_autoencoder", "vae": "vae", "vqvae": "vqvae"}
+METHODS = {"ae": "autoencoder", "dae": "denoising_autoencoder", "vae": "vae", "vqvae": "vqvae",
+           "binary": "binary_autoencoder", "onehot": "onehot_autoencoder"}
 ANOMALY_JSON = "anomaly.json"
 
 
