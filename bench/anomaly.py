@@ -1,4 +1,4 @@
-"""Anomaly-detection benchmark: the four table auto-encoders (ae, dae, vae, vqvae; `AutoEncoderDetector`,
+"""Anomaly-detection benchmark: the table auto-encoders (ae, dae, vae, vqvae, binary, onehot; `AutoEncoderDetector`,
 trained through `selfsup pretrain`) against scikit-learn's IsolationForest, LocalOutlierFactor(novelty=True)
 and OneClassSVM, on the same splits, 3 seeds:
 
@@ -27,7 +27,7 @@ import pandas as pd
 
 from selfsup.adapt.tools.anomaly import baseline_scores, one_class_split
 
-AE_METHODS = ["ae", "dae", "vae", "vqvae"]
+AE_METHODS = ["ae", "dae", "vae", "vqvae", "binary", "onehot"]
 BASELINES = ["isolation_forest", "lof", "ocsvm"]
 COMMON = ["train.eval_every=100000", "train.checkpoint_every=100000", "train.threads=1", "train.log_every=50"]
 

@@ -65,7 +65,7 @@ def main() -> None:
         for seed in range(args.seeds):
             train, test = split(ds, seed)
             for k in widths:
-                for m in ("pca", "ae", "vae"):
+                for m in ("pca", "ae", "vae", "binary"):  # binary: k bits per row
                     if m == "pca":
                         mse = pca_mse(train, test, k)
                     else:
