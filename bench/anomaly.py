@@ -1,6 +1,6 @@
 """Anomaly-detection benchmark: the table auto-encoders (ae, dae, vae, vqvae, binary, onehot;
-`AutoEncoderDetector`, trained through `selfsup pretrain`) against scikit-learn's IsolationForest, LocalOutlierFactor(novelty=True)
-and OneClassSVM, on the same splits, 3 seeds:
+`AutoEncoderDetector`, trained through `selfsup pretrain`) against scikit-learn's IsolationForest,
+LocalOutlierFactor(novelty=True) and OneClassSVM, on the same splits, 3 seeds:
 
 * breast_cancer: scikit-learn's Wisconsin table (569 x 30). sklearn's target 0 = malignant; here malignant is
   the anomaly (label 1). Train on 60% of the benign rows only; test on the other 40% benign + every malignant.
