@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from conftest import run_cli
 from selfsup.adapt.shared.exit_heads import build_early_exit, run_stage, save_early_exit
-from selfsup.adapt.shared.exit_model import (early_exit_predict, intermediate_loss, joint_loss, pabee_weights,
-                                             patience_exit_layers, prediction_entropy)
+from selfsup.adapt.shared.exit_model import (compact_rows, early_exit_predict, intermediate_loss, joint_loss,
+                                             pabee_weights, patience_exit_layers, prediction_entropy)
 from selfsup.adapt.tools.exit_sweep import exit_sweep
 from selfsup.adapt.core.evaluation import evaluate_finetuned, predict
 from selfsup.adapt.core.features import collate, encode
@@ -161,6 +161,46 @@ def test_each_exited_row_gets_its_exit_heads_logits(trained, novels):
     # the patience rule agrees with the rule applied to the full pass's per-layer predictions
     _, by_patience = early_exit_predict(model, batch, rule="patience", value=1)
     assert torch.equal(by_patience, patience_exit_layers(all_logits.argmax(-1), 1))
+
+
+def test_compaction_keeps_row_order_and_slices_the_mask(ckpts):
+    model = build_early_exit(ckpts["bert"], ["a", "b"], load_tokenizer(ckpts["bert"])).eval()
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
+    hidden = torch.arange(5 * 5 * 32, dtype=torch.float).reshape(5, 5, 32)
+    bias = model.attention_bias(hidden, mask)
+    keep = torch.tensor([False, True, True, False, True])
+    rows = torch.arange(5)
+    kept, new_mask, new_bias = compact_rows(keep, {"rows": rows, "hidden": hidden, "streak": rows * 10}, mask, bias)
+    assert kept["rows"].tolist() == [1, 2, 4] and kept["streak"].tolist() == [10, 20, 40]  # order kept
+    assert torch.equal(kept["hidden"], hidden[[1, 2, 4], :4])  # column 5 is padding in every kept row
+    assert torch.equal(new_mask, mask[[1, 2, 4], :4])
+    assert torch.equal(new_bias, model.attention_bias(kept["hidden"], new_mask))  # sliced = rebuilt
+    # no padding left: no bias at all (as the backbone itself does for an unpadded batch)
+    kept, new_mask, new_bias = compact_rows(torch.tensor([False, False, True, False, True]),
+                                            {"hidden": hidden}, mask, bias)
+    assert new_mask.shape == (2, 4) and bool(new_mask.all()) and new_bias is None
+    assert model.attention_bias(kept["hidden"], new_mask) is None
+
+
+@pytest.mark.parametrize("rule,value", [("entropy", None), ("patience", 1), ("patience", 2)])
+def test_batch_gives_each_row_its_batch_of_one_result(trained, novels, rule, value):
+    """Rows of different lengths leave a padded batch at different layers; each gets what it gets alone."""
+    run, _ = trained
+    model, tok, info = load_finetuned(run)
+    examples = read_task(novels["eval"], "sequence-classification", columns_for("sequence-classification"))[:24]
+    feats = encode("sequence-classification", tok, examples, info["labels"], 48, True, parse_overrides([]))
+    batch = {k: v for k, v in collate(feats, tok.pad_token_id, "cpu").items() if k != "labels"}
+    if value is None:  # half-way between two middle entropies of the first layer: no row on the boundary
+        with torch.no_grad():
+            ent = prediction_entropy(model.heads[0](model.first_token_states(**batch)[0])).sort().values
+        value = float(ent[len(ent) // 2 - 1] + ent[len(ent) // 2]) / 2
+    logits, layers = early_exit_predict(model, batch, rule=rule, value=value)
+    assert len(set(layers.tolist())) > 1  # rows left at different layers
+    for row in range(len(feats)):
+        alone = {k: v[row:row + 1, :int(batch["attention_mask"][row].sum())] for k, v in batch.items()}
+        one_logits, one_layer = early_exit_predict(model, alone, rule=rule, value=value)
+        assert int(one_layer) == int(layers[row])
+        assert torch.allclose(logits[row], one_logits[0], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- training

@@ -184,19 +184,59 @@ class EarlyExitClassifier(torch.nn.Module):
         return EarlyExitOutput(loss, logits, None, exit_layers)
 
 
+def compact_rows(keep, tensors: dict, mask, bias):
+    """Keep the rows where `keep` is True, in their order, in every tensor of `tensors` (first dimension), in
+    the 2-D `mask` [B, T] and in the attention `bias` [B, 1, T, T] or None; then drop the trailing padding
+    columns no kept row needs from the hidden states (`tensors["hidden"]`, [B, T, H]), the mask and the bias.
+    The bias is sliced, not rebuilt, and becomes None once no kept row is padded (SDPA's fast path)."""
+    kept = {k: (v[keep] if v is not None else None) for k, v in tensors.items()}
+    mask = mask[keep]
+    width = int(mask.any(0).nonzero().max()) + 1
+    if width < mask.shape[1]:
+        kept["hidden"], mask = kept["hidden"][:, :width], mask[:, :width]
+    if bias is not None:
+        bias = None if bool(mask.all()) else bias[keep][..., :width, :width]
+    return kept, mask, bias
+
+
+def exit_decision(rule: str, value: float | int, logits, state: dict):
+    """Rows that exit after this layer: entropy < value (DeeBERT), or an argmax unchanged for `value` layers
+    (PABEE; `state` holds the running streak and previous prediction, updated in place)."""
+    if rule == "entropy":
+        return prediction_entropy(logits) < value
+    current = logits.argmax(-1)
+    state["streak"] = next_streak(state.get("streak"), state.get("previous"), current)
+    state["previous"] = current
+    return state["streak"] >= value
+
+
 def early_exit_predict(model, batch: dict, *, rule: str = "entropy", value: float | int | None = None,
-                       threshold: float | None = None, patience: int | None = None):
+                       threshold: float | None = None, patience: int | None = None,
+                       timings: dict | None = None):
     """(logits [B, C], exit layers [B], 1-based) of a batch, each row leaving the stack at its exit layer.
 
     Written by hand (transformers has no early-exit inference): after layer i the heads of the still-running
     rows are computed; rows that meet the rule take that layer's logits and are dropped from the batch (hidden
-    states, mask, and trailing padding columns), so only the rest pay for the next layer."""
+    states, mask, attention bias and trailing padding columns: `compact_rows`), so only the rest pay for the
+    next layer. Each row's result equals its result alone in a batch of 1 (up to float rounding of padded
+    attention). `timings`, if given, accumulates seconds per phase: embeddings, layers, heads and rule,
+    bookkeeping (for the profile in bench/early_exit.py)."""
+    import time
+
     if rule not in RULES:
         raise SelfsupError(f"rule: expected one of {', '.join(RULES)}, got {rule!r}")
     value = value if value is not None else (threshold if rule == "entropy" else patience)
     if value is None:
         raise SelfsupError(f"rule {rule}: needs a {'threshold' if rule == 'entropy' else 'patience'}")
     value = check_value(rule, value, "threshold" if rule == "entropy" else "patience")
+    clock = {"t": time.perf_counter()}
+
+    def tick(phase: str) -> None:
+        if timings is not None:
+            now = time.perf_counter()
+            timings[phase] = timings.get(phase, 0.0) + now - clock["t"]
+            clock["t"] = now
+
     input_ids = batch["input_ids"]
     mask = batch.get("attention_mask")
     if mask is None:
@@ -204,35 +244,33 @@ def early_exit_predict(model, batch: dict, *, rule: str = "entropy", value: floa
     with torch.no_grad():
         hidden = model.embed(input_ids, batch.get("token_type_ids"))
         bias = model.attention_bias(hidden, mask)
-        n = input_ids.shape[0]
+        n, last = input_ids.shape[0], model.num_layers - 1
         rows = torch.arange(n, device=input_ids.device)  # original index of each running row
         out_logits: Any = None
         exit_layers = torch.full((n,), model.num_layers, dtype=torch.long, device=input_ids.device)
-        streak = previous = None
+        state: dict = {}
+        tick("embeddings")
         for i in range(model.num_layers):
             hidden = model.run_layer(i, hidden, bias)
+            tick("layers")
             logits = model.heads[i](hidden[:, 0])
             if out_logits is None:
                 out_logits = logits.new_zeros((n, logits.shape[-1]))
-            if i == model.num_layers - 1:
-                done = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
-            elif rule == "entropy":
-                done = prediction_entropy(logits) < value
-            else:
-                current = logits.argmax(-1)
-                streak = next_streak(streak, previous, current)
-                previous = current
-                done = streak >= value
+            if i == last:
+                out_logits[rows] = logits
+                exit_layers[rows] = i + 1
+                tick("heads and rule")
+                break
+            done = exit_decision(rule, value, logits, state)
+            tick("heads and rule")
             if done.any():
                 out_logits[rows[done]] = logits[done]
                 exit_layers[rows[done]] = i + 1
                 keep = ~done
                 if not keep.any():
                     break
-                rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
-                if streak is not None:
-                    streak, previous = streak[keep], previous[keep]
-                width = int(mask.any(0).nonzero().max()) + 1  # drop padding columns no running row needs
-                hidden, mask = hidden[:, :width], mask[:, :width]
-                bias = model.attention_bias(hidden, mask)
+                kept, mask, bias = compact_rows(keep, {"rows": rows, "hidden": hidden, **state}, mask, bias)
+                rows, hidden = kept.pop("rows"), kept.pop("hidden")
+                state.update(kept)
+                tick("bookkeeping")
     return out_logits, exit_layers
