@@ -93,7 +93,8 @@ class VisionEncoder(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, pooling: str = "auto"):
         super().__init__()
         self.model = model
-        self.kind = "vit" if model.config.model_type == "vit" else "resnet"
+        # dinov2: a fine-tuned mean-pooled ViT saved as Dinov2ForImageClassification (adapt/core/image_model.py)
+        self.kind = "vit" if model.config.model_type in ("vit", "dinov2") else "resnet"
         self.pooling = ("mean" if pooling == "auto" else pooling) if self.kind == "vit" else "avg"
         self.feature_dim = int(model.config.hidden_size if self.kind == "vit" else model.config.hidden_sizes[-1])
 

@@ -59,10 +59,17 @@ def loading_snippet(folder: Path, location: Path | None = None, labels: list[str
     arch = (config.get("architectures") or [None])[0]
     if arch and config.get("model_type"):
         has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file()
-        lines = [f"from transformers import {arch}" + (", AutoTokenizer" if has_tokenizer else ""), "",
+        has_processor = (folder / "preprocessor_config.json").is_file()  # image classifiers
+        lines = [f"from transformers import {arch}" + (", AutoTokenizer" if has_tokenizer else "")
+                 + (", AutoImageProcessor" if has_processor else ""), "",
                  f'model = {arch}.from_pretrained("{where}")']
         if has_tokenizer:
             lines.append(f'tokenizer = AutoTokenizer.from_pretrained("{where}")')
+        if has_processor:
+            lines += [f'processor = AutoImageProcessor.from_pretrained("{where}")',
+                      "# images: a list of PIL images or (H, W, C) / (C, H, W) uint8 arrays",
+                      "# logits = model(**processor(images, return_tensors=\"pt\")).logits",
+                      "# labels = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]"]
         return "\n".join(lines)
     return f'# selfsup format (model.safetensors + config.json): read by selfsup verbs, e.g. --model {where}'
 

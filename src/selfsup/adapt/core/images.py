@@ -11,10 +11,13 @@ of `FinetuneConfig` (`--set lr=...`, warmup, schedule, clipping). Images are rea
 Image-only `--set` keys: `augment` (`crop` — default: random resized crop, area 0.5–1, no flip, since flips
 change digits and text; `crop-flip`; `none`), `crop_scale_min`; `eval_every` (epochs between evaluations) is shared with text.
 
-Outputs (atomic, like text): `model/` = the fine-tuned encoder in HF format (`save_pretrained`, so it still
-loads with `load_vision_encoder` / `selfsup evaluate --probe`), `preprocessing.json` (copied),
-`head.safetensors` (`weight`, `bias`) and `head.json` (labels, feature size); `metrics.json` (`eval` with
-accuracy / macro_f1 / mcc / loss, parameter counts, per-epoch `history`); `curves.png`.
+Outputs (atomic, like text): `model/` = transformers' own classifier (`ResNetForImageClassification`;
+`ViTForImageClassification` for a [CLS]-pooled ViT, `Dinov2ForImageClassification` for a mean-pooled one;
+`image_model.py` says why each is exact) with id2label / label2id, `preprocessor_config.json`
+(`AutoImageProcessor`), `preprocessing.json` (copied: the folder still loads as an encoder with
+`load_vision_encoder` / `selfsup evaluate --probe`, and fine-tunes again), `task.json` and a model card
+(README.md); `metrics.json` (`eval` with accuracy / macro_f1 / mcc / loss, parameter counts, per-epoch
+`history`); `curves.png`. Folders of the older format (encoder + `head.safetensors` + `head.json`) still load.
 """
 from __future__ import annotations
 
@@ -73,8 +76,8 @@ def load_encoder(model: str | Path, init: str, seed: int, check_only: bool = Fal
         return folder
     quiet_transformers()
     encoder, prep = load_image_encoder(folder)
-    if kind == "vit":  # AutoModel adds ViT's pooler (absent from the export, never used by the pooled features)
-        encoder.model.pooler = None
+    if kind == "vit" and hasattr(encoder.model, "pooler"):  # AutoModel adds ViT's pooler (absent from the
+        encoder.model.pooler = None  # export, never used by the pooled features); DINOv2 has none
     if init == "scratch":
         hf = encoder.model
         kwargs = {"add_pooling_layer": False} if getattr(hf, "pooler", "x") is None else {}
@@ -168,7 +171,7 @@ def _evaluate(model, images, y, prep: dict, batch_size: int, device) -> dict[str
 
     was = model.training
     model.eval()
-    loss, metric = M.MeanLoss(), M.ClassificationMetrics(int(model.head.out_features))
+    loss, metric = M.MeanLoss(), M.ClassificationMetrics(int(model.num_labels))
     with torch.no_grad(), autocast(device):
         for i in range(0, len(y), batch_size):
             idx = np.arange(i, min(i + batch_size, len(y)))
@@ -246,31 +249,88 @@ def train_image_seed(method, run, seed: int, out: Path, subset: list) -> dict[st
 
 
 def save_model(model, prep: dict, folder: Path, source: Path, labels: list[str], **info: Any) -> None:
-    """The encoder in HF format + preprocessing.json (so it reloads with `load_vision_encoder`), the head as
-    safetensors and its label set in head.json."""
+    """transformers' own image classifier (`image_model.to_transformers`: config with id2label / label2id,
+    `preprocessor_config.json` for `AutoImageProcessor`), preprocessing.json (so the folder is still an encoder
+    export for `load_vision_encoder` / `--probe`) and task.json. A ViT that no transformers class computes (an MLP
+    width DINOv2 cannot express) keeps selfsup's format: the encoder + head.safetensors."""
     from safetensors.torch import save_file
     from transformers.utils import logging as hf_logging
 
+    from selfsup.adapt.core.image_model import to_transformers
+    from selfsup.adapt.core.models import save_task
+
     hf_logging.disable_progress_bar()
     folder.mkdir(parents=True, exist_ok=True)
-    model.encoder.model.save_pretrained(str(folder), safe_serialization=True)
+    native = to_transformers(model, labels)
+    if native is not None:
+        native.save_pretrained(str(folder), safe_serialization=True)
+        image_processor(prep).save_pretrained(str(folder))
+    else:
+        model.encoder.model.save_pretrained(str(folder), safe_serialization=True)
+        save_file({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}, str(folder / HEAD_WEIGHTS))
     shutil.copyfile(source / "preprocessing.json", folder / "preprocessing.json")
-    save_file({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}, str(folder / HEAD_WEIGHTS))
-    (folder / HEAD_INFO).write_text(json.dumps(
-        {"task": IMAGE_TASK, "labels": labels, "feature_dim": int(model.head.in_features),
-         "num_labels": len(labels), "pooling": model.encoder.pooling, "source_model": str(source), **info},
-        indent=2) + "\n")
+    save_task(folder, {"kind": IMAGE_TASK, "labels": labels, "feature_dim": int(model.head.in_features),
+                       "num_labels": len(labels), "pooling": model.encoder.pooling, "source_model": str(source),
+                       "format": "transformers" if native is not None else "selfsup", **info})
+
+
+def image_processor(prep: dict):
+    """transformers' ViTImageProcessor doing selfsup's preprocessing: resize to the model's size (bilinear, as
+    selfsup's readers), pixels / 255, then (x - mean) / std per channel. Grey models (1 channel) take grey
+    images: (H, W) or (1, H, W) arrays, PIL "L" images (the processor never converts to RGB)."""
+    from transformers import ViTImageProcessor
+    from transformers.image_utils import PILImageResampling
+
+    size = int(prep["image_size"])
+    return ViTImageProcessor(do_resize=True, size={"height": size, "width": size},
+                             resample=PILImageResampling.BILINEAR, do_rescale=True, rescale_factor=1 / 255,
+                             do_normalize=True, image_mean=list(prep["mean"]), image_std=list(prep["std"]))
+
+
+def _model_folder(folder: str | Path, pick_seed: bool = True) -> Path | None:
+    """The `model/` folder of a fine-tuned image run (a multi-seed run: its best seed, or with `pick_seed=False`
+    its first, said nowhere), or None."""
+    from selfsup.adapt.core.models import TASK_FILE, finetuned_folder
+
+    p = Path(folder)
+    for f in (p, p / "model"):
+        if (f / HEAD_INFO).is_file():  # written before task.json: encoder + head.safetensors
+            return f
+        if (f / TASK_FILE).is_file():
+            return f if _kind(f / TASK_FILE) == IMAGE_TASK else None
+    seeds = sorted(p.glob(f"seed-*/model/{TASK_FILE}"))
+    if not seeds or _kind(seeds[0]) != IMAGE_TASK:
+        return None
+    return finetuned_folder(p) if pick_seed else seeds[0].parent
+
+
+def _kind(task_file: Path) -> str | None:
+    try:
+        return json.loads(task_file.read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_classifier(folder: str | Path):
-    """(module in eval mode: normalized images -> logits, preprocessing, head info) of a fine-tuned folder."""
+    """(module in eval mode: normalized images -> logits, preprocessing, task info) of a fine-tuned folder."""
     from safetensors.torch import load_file
 
-    p = Path(folder)
-    p = p / "model" if (p / "model" / HEAD_INFO).is_file() else p
-    if not (p / HEAD_INFO).is_file():
-        raise SelfsupError(f"{folder}: not a fine-tuned image model (no {HEAD_INFO})")
-    info = json.loads((p / HEAD_INFO).read_text())
+    from selfsup.adapt.core.image_model import NativeImageClassifier
+    from selfsup.adapt.core.models import TASK_FILE, load_error, quiet_transformers, read_task_info
+
+    p = _model_folder(folder)
+    if p is None:
+        raise SelfsupError(f"{folder}: not a fine-tuned image model (no {TASK_FILE} of --task {IMAGE_TASK})")
+    info = read_task_info(p) if (p / TASK_FILE).is_file() else json.loads((p / HEAD_INFO).read_text())
+    if info.get("format") == "transformers":
+        from transformers import AutoModelForImageClassification
+
+        quiet_transformers()
+        try:
+            model = NativeImageClassifier(AutoModelForImageClassification.from_pretrained(str(p)))
+        except Exception as e:
+            raise load_error(p, e, "cannot load the fine-tuned model") from None
+        return model.eval(), preprocessing(p), info
     encoder, prep, _ = load_encoder(p, "pretrained", 0)
     model = build_classifier(encoder, info["num_labels"], 0)
     model.head.load_state_dict(load_file(str(p / HEAD_WEIGHTS)))
@@ -278,9 +338,11 @@ def load_classifier(folder: str | Path):
 
 
 def is_classifier(folder: str | Path) -> bool:
-    """Is this a `selfsup finetune --task image-classification` run (or its `model/`)?"""
-    p = Path(folder)
-    return (p / HEAD_INFO).is_file() or (p / "model" / HEAD_INFO).is_file()
+    """Is this a `selfsup finetune --task image-classification` run (its folder, `model/`, a multi-seed run)?"""
+    try:
+        return _model_folder(folder, pick_seed=False) is not None
+    except SelfsupError:
+        return False
 
 
 def _for_inference(folder: str | Path, source: str, batch_size: int, overrides: Sequence[str]):
