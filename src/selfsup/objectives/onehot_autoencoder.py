@@ -24,7 +24,7 @@ from selfsup.objectives.autoencoder_base import TableObjective, row_error
 from selfsup.registry import register_objective
 
 
-def gumbel_onehot(logits: torch.Tensor, tau: float) -> torch.Tensor:
+def gumbel_onehot(logits: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     """A straight-through Gumbel-softmax sample over the last axis: exactly one-hot forward, the soft sample's
     gradient backward. The soft sample is torch's `F.gumbel_softmax`; the straight-through step is written
     `one_hot + (soft - soft.detach())` rather than torch's `hard=True` (`one_hot - soft.detach() + soft`),
@@ -76,7 +76,7 @@ class OneHotAutoEncoder(TableObjective):
     def onehot(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, groups * values) decoder input: a straight-through Gumbel sample in training, the argmax else."""
         if self.training:
-            code = gumbel_onehot(logits, float(self.temperature))
+            code = gumbel_onehot(logits, self.temperature)  # a tensor: no device sync per step
         else:
             code = torch.nn.functional.one_hot(logits.argmax(-1), self.values).to(logits.dtype)
         return code.reshape(len(logits), -1)
