@@ -139,9 +139,13 @@ def load_vision_encoder(folder: str | Path) -> tuple[VisionEncoder, dict]:
     if not (folder / PREPROCESSING).is_file():
         raise SelfsupError(f"{folder}: not an exported selfsup image model (no {PREPROCESSING})")
     prep = json.loads((folder / PREPROCESSING).read_text())
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # no load report: a fine-tuned classifier's head is unused by the encoder
     try:
         model = AutoModel.from_pretrained(str(folder))
     except Exception as e:
         raise SelfsupError(f"{folder}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0][:160]})") \
             from None
+    finally:
+        hf_logging.set_verbosity(level)
     return VisionEncoder(model, prep.get("pooling", "auto") if prep.get("model_type") == "vit" else "auto"), prep
