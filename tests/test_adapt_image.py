@@ -213,6 +213,11 @@ def test_evaluate_and_predict_a_fine_tuned_image_classifier(simclr, digits, tmp_
     assert main(["evaluate", "--model", str(tmp_path / "run"), "--eval", str(tmp_path / "odd.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "standard input" in err[0] and "11" in err[1] and "odd.npz" in err[1]
+    # verbs for text models refuse it in one line (its task.json names an image kind)
+    assert main(["prune", "--model", str(tmp_path / "run"), "--eval", ev, "--out", str(tmp_path / "pr"),
+                 "--layers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a fine-tuned image classifier" in err[0] and not (tmp_path / "pr").exists()
     # a reader that stops early (`selfsup predict ... | head -1`): no traceback, the pipe's exit status
     import subprocess
     import sys

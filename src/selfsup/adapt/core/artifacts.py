@@ -6,6 +6,7 @@ from pathlib import Path
 
 from selfsup.adapt.core.kinds import KINDS
 from selfsup.adapt.core.models import finetuned_folder, load_tokenizer, quiet_transformers, read_task_info
+from selfsup.errors import SelfsupError
 
 # whole HF task models written by tools rather than methods: loaded as a full fine-tune is
 LOADED_AS = {"distill": "full"}
@@ -27,6 +28,9 @@ def load_finetuned(model_dir: str | Path, with_method: bool = False):
     name = info.get("method") or "full"
     method = get_method(LOADED_AS.get(name, name), key=f"{folder / 'task.json'}: method")
     check_requirements(method)
+    if info.get("kind") in KINDS and KINDS[info["kind"]].modality == "image":  # read by images.load_classifier
+        raise SelfsupError(f"{folder}: a fine-tuned image classifier; `selfsup evaluate` / `predict` (or "
+                           "transformers' AutoModelForImageClassification) read it, not this verb")
     speech = info.get("kind") in KINDS and KINDS[info["kind"]].modality == "speech"
     model, tok = method.load(folder, info, None if speech else load_tokenizer(folder))  # speech: no tokenizer
     return (model, tok, info, method) if with_method else (model, tok, info)
