@@ -46,3 +46,19 @@ def test_ci_runs_the_readmes_test_command():
     test_lines = [c for c in bash_commands(README) if "pytest" in c]
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_lines and any(line in ci for line in test_lines), (test_lines, ci[-500:])
+
+
+def test_the_readme_suite_example_is_a_valid_suite(tmp_path):
+    """The README's YAML suite block loads with the suite loader (its wildcard model needs export folders)."""
+    import re
+
+    from selfsup.adapt.tools.suite import load_suite
+
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "tasks:" in b]
+    assert blocks, "README.md shows no suite (a ```yaml block with tasks:)"
+    for step in (100, 200):
+        (tmp_path / "runs" / "bert" / "exports" / f"step-{step}").mkdir(parents=True)
+    (tmp_path / "suite.yaml").write_text(blocks[0])
+    suite, _ = load_suite(tmp_path / "suite.yaml")
+    assert [t.name for t in suite.tasks] == ["sentiment", "tags"] and suite.tasks[1].epochs == 5
+    assert [m.name for m in suite.models] == ["bert", "embryo@step-100", "embryo@step-200"]
