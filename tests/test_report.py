@@ -142,3 +142,11 @@ def test_report_renders_in_headless_chromium(tmp_path):
                    "<script>undefinedFunction()</script></body></html>")
     seen = rendered_body(bad, tmp_path)
     assert seen["broken-images"] == "1" and seen["errors"] == "1"
+
+
+def test_no_loss_curve_for_a_run_of_one_logged_step(tmp_path):
+    from selfsup.report.figures import plot_training_curves
+
+    assert plot_training_curves([{"step": 1, "loss": 7.0}], tmp_path / "one.png") is None
+    assert not (tmp_path / "one.png").exists()
+    assert plot_training_curves([{"step": 1, "loss": 7.0}, {"step": 2, "loss": 6.5}], tmp_path / "two.png").is_file()

@@ -340,7 +340,8 @@ def _train(r: Recipe, objective_cls, prepared, out: Path, resume: bool, callback
         exports.export(trainer.global_step)
     from selfsup.report.figures import plot_training_curves
 
-    plot_training_curves(read_logged(out), out / "loss_curve.png", title=out.name)
+    plot_training_curves(read_logged(out), out / "loss_curve.png",
+                         title=f"{r.name} on a {getattr(r.model, 'type', '')} backbone, {trainer.global_step} steps — {out.name}")
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -126,7 +126,8 @@ def plot_suite(curves: Mapping[str, Mapping[str, Sequence[dict]]], metrics: Mapp
 
 
 def plot_training_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> Path | None:
-    """Train loss per step (and held-out loss where logged) from a pretraining run's logged rows."""
+    """Train loss per step (and held-out loss where logged) from a pretraining run's logged rows; no picture
+    (None) for a run with fewer than two logged steps, where a curve says nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +137,7 @@ def plot_training_curves(rows: Sequence[dict], path: str | Path, title: str = ""
 
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     held = [(r["step"], r["heldout_loss"]) for r in rows if "heldout_loss" in r]
-    if not train:
+    if len(train) < 2:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     ax.plot(*zip(*train), label="train loss", lw=1.2)
