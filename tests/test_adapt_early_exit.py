@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_cli
-from selfsup.adapt.shared.exit_heads import build_early_exit, run_stage, save_early_exit
+from selfsup.adapt.shared.exit_heads import build_early_exit, refit_exit_heads, run_stage, save_early_exit
 from selfsup.adapt.shared.exit_model import (compact_rows, early_exit_predict, intermediate_loss, joint_loss,
                                              pabee_weights, patience_exit_layers, prediction_entropy)
 from selfsup.adapt.tools.exit_sweep import exit_sweep
@@ -231,6 +231,32 @@ def test_deebert_stage_2_trains_only_the_intermediate_heads(ckpts, novels):
     changed = {n for n in before if not torch.equal(after_1[n], after_2[n])}
     assert changed and all(n.startswith("heads.") and not n.startswith(last) for n in changed)
     assert {n.split(".")[1] for n in changed} == {str(i) for i in range(LAYERS - 1)}
+
+
+def test_refit_trains_the_intermediate_heads_on_the_frozen_model(trained, novels):
+    run, _ = trained
+    model, tok, info = load_finetuned(run)
+    torch.manual_seed(0)
+    for head in model.heads[:-1]:  # the intermediate heads back to a fresh initialisation
+        for layer in (head.dense, head.classifier):
+            torch.nn.init.normal_(layer.weight, std=0.02)
+            torch.nn.init.zeros_(layer.bias)
+    examples = read_task(novels["train"], "sequence-classification", columns_for("sequence-classification"))[:64]
+    feats = encode("sequence-classification", tok, examples, info["labels"], 48, True, parse_overrides([]))
+    batches = [collate(feats[i:i + 16], tok.pad_token_id) for i in range(0, len(feats), 16)]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    losses = refit_exit_heads(model, batches, epochs=20, lr=1e-2)
+    assert len(losses) == 20 and losses[-1] < 0.7 * losses[0]  # the heads fit their layers' states
+    assert not model.training  # the mode it came in with
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert {n.split(".")[1] for n in changed} == {str(i) for i in range(LAYERS - 1)}  # backbone, last head kept
+    assert all(n.startswith("heads.") for n in changed)
+
+
+def test_refit_option_runs_through_finetune(ckpts, novels, tmp_path):
+    m = finetune(ckpts["bert"], "sequence-classification", novels["train"], novels["eval"], tmp_path / "run",
+                 method="early-exit", max_steps=2, overrides=FAST + ["exit_refit_epochs=2"])
+    assert len(m["exit_refit_losses"]) == 2 and len(m["layer_accuracy"]) == LAYERS
 
 
 def test_joint_training_learns_real_text_and_reloads(trained, novels):

@@ -1,6 +1,7 @@
 """Early exit (`--method early-exit`): one classifier per encoder layer, trained jointly as PABEE (Zhou et al.
 2020, "BERT Loses Patience": loss = sum_i i * CE_i / sum_i i) or in two stages as DeeBERT (Xin et al. 2020:
-backbone + last head first, then the intermediate heads on the frozen model). Predicts the label of a text
+backbone + last head first, then the intermediate heads on the frozen model); `exit_refit_epochs` then refits
+the intermediate heads on the frozen model's cached states at a head's lr (1e-3). Predicts the label of a text
 from the first token's state after each layer; at inference a row exits at the first layer whose prediction
 entropy is below `exit_threshold`, or whose prediction stayed the same `exit_patience` layers. The model and
 rules live in `selfsup.adapt.shared.exit_heads` / `exit_model`, shared with the `selfsup early-exit` sweep."""
@@ -22,6 +23,8 @@ from selfsup.config import bounded
 class EarlyExitOptions:
     exit_training: Literal["joint", "two-stage"] = dataclasses.field(
         default="joint", metadata={"doc": "joint (PABEE weighted loss) or two-stage (DeeBERT)"})
+    exit_refit_epochs: int = bounded(0, ge=0, doc="after training, refit the intermediate exit heads on the "
+                                     "frozen model's cached states for this many epochs at lr 1e-3 (0: off)")
     exit_threshold: float | None = bounded(None, ge=0, doc="evaluate/predict: exit when the prediction entropy "
                                            "is below this")
     exit_patience: int | None = bounded(None, ge=1, doc="evaluate/predict: exit after this many layers with an "
@@ -83,6 +86,11 @@ class EarlyExit(AdaptMethod):
             result = ee.run_stage(model, stage, train_feats, cfg, **common)
             curves[{"joint": "joint", "last": "stage 1", "intermediate": "stage 2"}[stage]] = result.history
             steps, epochs, best_epoch = steps + result.steps, epochs + result.epochs, result.best_epoch
+        refit_losses = None
+        if opts.exit_refit_epochs:  # shallow heads at the backbone's lr stay weak: DeeBERT's stage 2, cached
+            train_batches = [collate(train_feats[i:i + cfg.batch_size], pad_id)
+                             for i in range(0, len(train_feats), cfg.batch_size)]
+            refit_losses = ee.refit_exit_heads(model, train_batches, epochs=opts.exit_refit_epochs, seed=seed)
         seconds = time.perf_counter() - started
         ee.set_trainable(model, "joint")
         eval_batches = [collate(eval_feats[i:i + cfg.eval_batch_size], pad_id)
@@ -102,6 +110,7 @@ class EarlyExit(AdaptMethod):
                              history=history, steps=steps, epochs=epochs, lr=lr, train_examples=len(subset),
                              eval_examples=len(data.eval), labels=data.labels, seconds=seconds,
                              best_epoch=best_epoch, exit_training=opts.exit_training, layer_accuracy=per_layer,
+                             exit_refit_losses=refit_losses,
                              backbone_parameters=total - head_params, trainable_percent=100.0,
                              artifact_bytes=None, exit_heads_bytes=heads_bytes)
         return write_seed(folder, record, curves, title=f"{data.kind}, early exit")

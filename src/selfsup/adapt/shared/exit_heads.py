@@ -201,3 +201,41 @@ def layer_accuracies(model, batches: Sequence[dict]) -> list[float]:
             total += batch["labels"].shape[0]
     model.train(was_training)
     return [round(float(c) / max(1, total), 6) for c in correct]
+
+
+def refit_exit_heads(model, batches: Sequence[dict], *, epochs: int, lr: float = 1e-3, batch_size: int = 32,
+                     seed: int = 0) -> list[float]:
+    """DeeBERT's stage 2 on cached states: the backbone (in eval mode, no dropout) runs once over the labeled,
+    collated `batches`; then each intermediate head is trained on its layer's first-token states for `epochs`
+    at `lr` (AdamW; the backbone and the last head are left alone). Returns each epoch's mean loss (the sum of
+    the intermediate heads' cross-entropies, DeeBERT's stage-2 loss). Written by hand: a few hundred AdamW
+    steps on cached [N, H] tensors need no fitting loop, and cost seconds where a stage through the loop
+    re-runs the encoder every step. Joint training at the backbone's lr (1e-4) leaves shallow heads of a
+    pretrained 6-layer model at chance (docs/benchmarks.md, "Early exit on a 6-layer MiniLM")."""
+    import torch
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        per_batch = [model.first_token_states(**{k: b.get(k) for k in ("input_ids", "attention_mask",
+                                                                          "token_type_ids")}) for b in batches]
+    states = [torch.cat(layer) for layer in zip(*per_batch)][:-1]  # intermediate layers: [N, H] each
+    labels = torch.cat([b["labels"] for b in batches])
+    heads = model.heads[:-1]
+    heads.train()
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(epochs):
+        order, total = torch.randperm(len(labels), generator=generator), 0.0
+        for start in range(0, len(labels), batch_size):
+            rows = order[start:start + batch_size]
+            loss = sum(F.cross_entropy(head(s[rows]).float(), labels[rows]) for head, s in zip(heads, states))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(rows)
+        losses.append(total / len(labels))
+    model.train(was_training)
+    return losses
