@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from test_anomaly import planted  # normal rows on a 2-d manifold in 8-d, off-manifold anomalies
 
 FAST = ["train.batch_size=32", "train.eval_every=1000", "train.checkpoint_every=1000", "train.warmup_steps=5",
         "train.threads=1", "train.log_every=5"]
@@ -123,18 +124,6 @@ def test_onehot_recipe_checks_groups_and_temperatures():
         cls.check_recipe(load_recipe("onehot_autoencoder", overrides=["objective.groups=5"]))
     with pytest.raises(SelfsupError, match="objective.tau_end"):
         cls.check_recipe(load_recipe("onehot_autoencoder", overrides=["objective.tau_end=2.0"]))
-
-
-def planted(n: int, rng: np.random.Generator, anomalies: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Normal rows on a 2-d linear manifold in 8-d (plus small noise); anomalies: off-manifold rows of the
-    same per-feature scale (as in test_anomaly.py)."""
-    mix = np.random.default_rng(123).normal(size=(2, 8))
-    x = rng.normal(size=(n, 2)) @ mix + 0.05 * rng.normal(size=(n, 8))
-    y = np.zeros(n, dtype=int)
-    if anomalies:
-        x[:anomalies] = rng.normal(size=(anomalies, 8)) * x.std(0)
-        y[:anomalies] = 1
-    return x.astype(np.float32), y
 
 
 @pytest.mark.parametrize("name", ["binary_autoencoder", "onehot_autoencoder"])

@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 from selfsup.engine.logs import read_logged
+from test_distributed import free_port
 
 WORLD, STEPS = 2, 3
 RESNET = ["model.embedding_size=8", "model.hidden_sizes=[8,16]", "model.depths=[1,1]"]
@@ -74,14 +75,6 @@ def worker(rank: int, port: int, root: str) -> None:
     run("moco", os.path.join(root, "moco-shuffled"), WORLD, ("train.sync_batchnorm=false",))
     dist.barrier()  # neither rank tears the group down while the other still talks to it
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
