@@ -34,6 +34,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from selfsup.adapt.core.options import total_steps as fit_steps
 from selfsup.console import show_progress
 from selfsup.engine.module import lr_lambda, param_groups, quiet_lightning, resolve_precision
 from selfsup.errors import TrainingDiverged
@@ -310,7 +311,8 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
         eval_fn: Callable[[Any], dict[str, float]], main_metric: str | None = None, progress: bool = False,
         params: Sequence | None = None, train_mode: Callable[[Any], None] | None = None,
         log_dir: Path | None = None) -> FitResult:
-    """Train `model` on `train_feats` for `cfg.epochs` (or `cfg.max_steps`) and return its history and kept
+    """Train `model` on `train_feats` for `options.total_steps(cfg, ...)` optimizer steps (max_steps, else epochs,
+    else the default epochs raised to min_steps) and return its history and kept
     evaluation; the model ends with the kept epoch's weights, on the CPU.
 
     `collate_fn(chunk, device)` makes a batch; `loss_fn(model, batch)` returns the loss, or a dict with "loss"
@@ -325,7 +327,7 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     world = cfg.devices * cfg.num_nodes
     per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
-    total_steps = cfg.max_steps or max(cfg.epochs * per_epoch, cfg.min_steps)
+    total_steps = fit_steps(cfg, per_epoch)
     epochs = math.ceil(total_steps / per_epoch)
     strategy = cfg.strategy
     if strategy == "auto" and world > 1:

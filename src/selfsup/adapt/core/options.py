@@ -12,15 +12,30 @@ from selfsup.config import bounded, from_dict
 from selfsup.errors import SelfsupError
 
 
+DEFAULT_EPOCHS = 3
+
+
+def total_steps(cfg: "FinetuneConfig", steps_per_epoch: int) -> int:
+    """Optimizer steps of a fit: max_steps if given, else epochs if given, else the default epochs raised to
+    min_steps (a few hundred labels otherwise get a few dozen steps and underfit)."""
+    if cfg.max_steps:
+        return cfg.max_steps
+    if cfg.epochs is not None:
+        return cfg.epochs * steps_per_epoch
+    return max(DEFAULT_EPOCHS * steps_per_epoch, cfg.min_steps)
+
+
 @dataclasses.dataclass
 class FinetuneConfig:
     """Keys settable with `--set key=value`, whatever the method."""
     lr: float | None = bounded(None, gt=0, doc="default: the method's (e.g. 1e-4 full, 1e-3 linear)")
     batch_size: int = bounded(32, ge=1, doc="examples per optimizer step (over all devices)")
     eval_batch_size: int = bounded(64, ge=1)
-    epochs: int = bounded(3, ge=1)
+    epochs: int | None = bounded(None, ge=1, doc=f"passes over the training set; default {DEFAULT_EPOCHS}, raised "
+                                 "to min_steps optimizer steps on a small set (a value given is kept as given)")
     max_steps: int | None = bounded(None, ge=1, doc="optimizer steps; overrides epochs")
-    min_steps: int = bounded(0, ge=0, doc="fewest optimizer steps: a small set gets more epochs (0: epochs as set)")
+    min_steps: int = bounded(300, ge=0, doc="fewest optimizer steps when epochs is not given: a small set gets more "
+                             "epochs (measured: bench/small_data_defaults.py; 0: always the default epochs)")
     warmup_ratio: float = bounded(0.1, ge=0, lt=1)
     weight_decay: float = bounded(0.01, ge=0)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
