@@ -309,7 +309,8 @@ def run_demo(out: str = "runs/demo", steps: int | None = None, force: bool = Fal
     from selfsup.report.cli import write_report
 
     write_report([out_path], out_path / "report.html", title="selfsup demo", replace=True)
-    console.print(f"wrote {pretrain_dir}/model (Hugging Face format), {pretrain_dir}/loss_curve.png, "
+    curve = f"{pretrain_dir}/loss_curve.png, " if (pretrain_dir / "loss_curve.png").is_file() else ""
+    console.print(f"wrote {pretrain_dir}/model (Hugging Face format), {curve}"
                   f"{out_path}/downstream/curves.png, {out_path}/images/features_pca.png, "
                   f"{out_path}/speech/probe/layer_weights.png, {out_path}/anomaly/scores.png, {out_path}/demo.json, "
                   f"{out_path}/report.html (all of it on one page) · {summary['seconds']:.0f} s")
