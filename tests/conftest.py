@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "src" / "selfsup" / "assets"
 _CACHE = tempfile.mkdtemp(prefix="selfsup-test-cache-")
 os.environ["SELFSUP_CACHE"] = _CACHE  # never touch the user's ~/.cache during tests
+if os.environ.get("PYTEST_XDIST_WORKER"):  # several test processes share the cores: one torch thread each,
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the `python -m selfsup` subprocesses the tests start
+    import torch
+
+    torch.set_num_threads(1)
 
 # a model small enough that a few dozen steps take seconds on 2 CPU cores
 TINY = ["model.hidden_size=64", "model.num_heads=2", "model.intermediate_size=128", "model.max_length=64",
