@@ -165,11 +165,18 @@ def plot_sweep(result: dict, path: Path) -> Path:
 
     rows, full = result["rows"], result["full"]
     fig, (ax_speed, ax_layer) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
-    ax_speed.plot([r["speedup"] for r in rows], [r["accuracy"] for r in rows], "-o", ms=4, label="early exit")
+    speed, acc = [r["speedup"] for r in rows], [r["accuracy"] for r in rows]
+    ax_speed.plot(speed, acc, "-o", ms=4, label="early exit (best repeat)")
+    slowest = [r.get("speedup_slowest_repeat", r["speedup"]) for r in rows]
+    if any(lo < hi for lo, hi in zip(slowest, speed)):  # how much the timing moved between repeats
+        ax_speed.errorbar(speed, acc, xerr=[[hi - lo for lo, hi in zip(slowest, speed)], [0] * len(rows)], fmt="none",
+                          ecolor="C0", alpha=0.5, capsize=2, label="down to the slowest repeat")
     ax_speed.plot([1.0], [full["accuracy"]], "*", ms=12, color="C3", label="full model")
-    for r in rows:
-        ax_speed.annotate(f"{r['threshold']:g}", (r["speedup"], r["accuracy"]), fontsize=7,
-                          textcoords="offset points", xytext=(3, 3))
+    name = "threshold" if result["rule"] == "entropy" else "patience"
+    for i, r in enumerate(rows):  # alternate above / below so neighbouring labels do not overlap
+        ax_speed.annotate(f"{name} {r['threshold']:g}", (r["speedup"], r["accuracy"]), fontsize=7,
+                          textcoords="offset points", xytext=(4, 6 if i % 2 == 0 else -11),
+                          bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     ax_speed.set_xlabel("wall-time speedup over the full model")
     ax_speed.set_ylabel("accuracy")
     ax_speed.set_title(f"speed vs accuracy ({result['rule']})")

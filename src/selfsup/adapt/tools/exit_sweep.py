@@ -33,11 +33,11 @@ def parse_thresholds(text: str | Sequence | None, rule: str) -> list[float] | No
     return values
 
 
-def _timed(fn: Callable[[], Any], device, repeats: int) -> tuple[float, Any]:
-    """(best wall time of `repeats` runs, the last run's result)."""
+def _timed(fn: Callable[[], Any], device, repeats: int) -> tuple[float, list[float], Any]:
+    """(best wall time of `repeats` runs, every run's time, the last run's result)."""
     import torch
 
-    best, result = math.inf, None
+    times, result = [], None
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -45,8 +45,8 @@ def _timed(fn: Callable[[], Any], device, repeats: int) -> tuple[float, Any]:
         result = fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        times.append(time.perf_counter() - start)
+    return min(times), times, result
 
 
 def exit_sweep(model_dir: str | Path, eval_file: str, out: str | Path, *, rule: str = "entropy",
@@ -109,7 +109,7 @@ def exit_sweep(model_dir: str | Path, eval_file: str, out: str | Path, *, rule: 
             return torch.cat([model(**x).logits.float() for x in inputs])
 
     full_pass()  # warm-up (allocations, kernels) before anything is timed
-    full_seconds, full_logits = _timed(full_pass, device, repeats)
+    full_seconds, _, full_logits = _timed(full_pass, device, repeats)
     full = {"layers": model.num_layers, **score(full_logits), "layer_accuracy": layer_accuracies(model, batches)}
     rows = []
     for v in values:
@@ -117,16 +117,17 @@ def exit_sweep(model_dir: str | Path, eval_file: str, out: str | Path, *, rule: 
             parts = [early_exit_predict(model, x, rule=rule, value=v) for x in inputs]
             return torch.cat([p[0].float() for p in parts]), torch.cat([p[1] for p in parts])
 
-        seconds, (logits, layers) = _timed(exit_pass, device, repeats)
+        seconds, times, (logits, layers) = _timed(exit_pass, device, repeats)
         full_seconds = min(full_seconds, _timed(full_pass, device, 1)[0])  # baseline re-timed between settings
         counts = torch.bincount(layers.cpu(), minlength=model.num_layers + 1)[1:].tolist()
         avg_layer = float(layers.float().mean())
         rows.append({"threshold": v, **score(logits), "avg_exit_layer": round(avg_layer, 4),
                      "layer_speedup": round(model.num_layers / avg_layer, 4), "seconds": round(seconds, 6),
-                     "exit_counts": counts})
+                     "seconds_repeats": [round(t, 6) for t in times], "exit_counts": counts})
     full["seconds"] = round(full_seconds, 6)
     for row in rows:  # against the best full-model time of the whole run (robust to a noisy machine)
         row["speedup"] = round(full_seconds / row["seconds"], 4)
+        row["speedup_slowest_repeat"] = round(full_seconds / max(row["seconds_repeats"]), 4)
     result = {"model": str(model_dir), "eval_file": str(eval_file), "rule": rule, "examples": len(examples),
               "batch_size": batch_size, "repeats": repeats, "device": str(device),
               "threads": torch.get_num_threads(), "full": full, "rows": rows}
