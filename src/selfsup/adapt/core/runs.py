@@ -70,6 +70,11 @@ def seed_record(*, kind: str, source: Any, init: str, method: str, seed: int, ev
     return record
 
 
+def plotted_rows(history: list[dict], metric: str | None) -> list[dict]:
+    """The history rows a curve can show: those with an evaluation (its loss or the main metric)."""
+    return [r for r in history if r.get("eval_loss") is not None or (metric and r.get(metric) is not None)]
+
+
 def write_seed(folder: Path, record: dict[str, Any], curves: dict[str, list] | None = None,
                title: str = "") -> dict[str, Any]:
     """Write a seed's `metrics.json` (and its `curves.png` from `curves`: name -> history rows)."""
@@ -79,8 +84,7 @@ def write_seed(folder: Path, record: dict[str, Any], curves: dict[str, list] | N
     atomic_write_json(Path(folder) / "metrics.json", record)
     if (Path(folder) / "model" / "task.json").is_file():
         _card(Path(folder) / "model", record)
-    rows = {name: [r for r in hist if r.get("eval_loss") is not None or r.get(record["main_metric"]) is not None]
-            for name, hist in (curves or {}).items()}
+    rows = {name: plotted_rows(hist, record["main_metric"]) for name, hist in (curves or {}).items()}
     if any(rows.values()):
         plot_history(rows, Path(folder) / "curves.png", record["main_metric"], title=title or record["task"])
     return record
@@ -243,10 +247,8 @@ def plot_seeds(runs: list[dict[str, Any]], path: Path) -> None:
     from selfsup.report.figures import plot_history
 
     metric = runs[0].get("main_metric")
-    curves = {f"seed {r['seed']}": [row for row in r.get("history") or []
-                                    if "epoch" in row and "train_loss" in row
-                                    and (row.get("eval_loss") is not None or row.get(metric) is not None)]
-              for r in runs}
+    curves = {f"seed {r['seed']}": [row for row in plotted_rows(r.get("history") or [], metric)
+                                    if "epoch" in row and "train_loss" in row] for r in runs}
     if metric and sum(bool(rows) for rows in curves.values()) > 1:
         plot_history(curves, path, metric, title=f"{runs[0].get('task', '')}, {len(curves)} seeds".strip(", "))
 
