@@ -37,6 +37,7 @@ _BACKBONE_MODULES = {
     "igpt": "selfsup.backbones.igpt",
     **{name: "selfsup.backbones.speech" for name in ("wav2vec2", "hubert", "data2vec-audio", "conformer", "gru")},
     "mlp": "selfsup.backbones.tabular",
+    "conv": "selfsup.backbones.conv",
 }
 OBJECTIVES: dict[str, type] = {}
 BACKBONES: dict[str, type] = {}

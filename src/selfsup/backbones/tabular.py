@@ -1,10 +1,13 @@
-"""MLP encoder / decoder pairs for tables (`model.type: mlp`): input -> hidden_sizes -> bottleneck, and the
-mirror image back to the input width. The auto-encoder objectives (objectives/autoencoder_base.py) size the
-encoder's output themselves (twice the bottleneck for a VAE's mean and log-variance).
+"""MLP encoder / decoder pairs for the auto-encoders (`model.type: mlp`): input -> hidden_sizes -> bottleneck,
+and the mirror image back to the input width. A table row is its own input; an image (C, H, W) or a window of
+log-mel frames (1, n_mels, W) is flattened first and the decoder's output reshaped back. The auto-encoder
+objectives (objectives/autoencoder_base.py) size the encoder's output themselves (twice the bottleneck for a
+VAE's mean and log-variance).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import torch
@@ -18,7 +21,7 @@ ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.Si
 
 @register_backbone("mlp")
 class TabularBackbone:
-    modality = "table"
+    modality = "table, image or audio-frame"
 
     @dataclasses.dataclass
     class Config:
@@ -45,11 +48,16 @@ def mlp(dims: list[int], activation: str = "relu", dropout: float = 0.0) -> torc
     return torch.nn.Sequential(*layers)
 
 
-def encoder_decoder(cfg: TabularBackbone.Config, input_dim: int,
+def encoder_decoder(cfg: TabularBackbone.Config, input_shape: int | tuple[int, ...],
                     code_out: int | None = None) -> tuple[torch.nn.Sequential, torch.nn.Sequential]:
-    """The encoder (input_dim -> ... -> code_out, default the bottleneck) and the decoder (bottleneck -> ...
-    -> input_dim)."""
+    """The encoder (input -> ... -> code_out, default the bottleneck) and the decoder (bottleneck -> ... ->
+    input). A (D,) input keeps the plain layer stack (the saved weights' names of table models)."""
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(int(d) for d in input_shape)
+    width = int(math.prod(shape))
     hidden = list(cfg.hidden_sizes)
-    encoder = mlp([input_dim, *hidden, code_out or cfg.bottleneck], cfg.activation, cfg.dropout)
-    decoder = mlp([cfg.bottleneck, *reversed(hidden), input_dim], cfg.activation, cfg.dropout)
+    encoder = mlp([width, *hidden, code_out or cfg.bottleneck], cfg.activation, cfg.dropout)
+    decoder = mlp([cfg.bottleneck, *reversed(hidden), width], cfg.activation, cfg.dropout)
+    if len(shape) > 1:
+        encoder = torch.nn.Sequential(torch.nn.Flatten(), *encoder)
+        decoder = torch.nn.Sequential(*decoder, torch.nn.Unflatten(1, shape))
     return encoder, decoder

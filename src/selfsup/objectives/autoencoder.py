@@ -1,8 +1,9 @@
 """Auto-encoder (Rumelhart, Hinton & Williams 1986, "Learning representations by back-propagating errors";
 Hinton & Salakhutdinov 2006, "Reducing the Dimensionality of Data with Neural Networks").
 
-Predicts: every feature of a table row from the row itself, through a narrow MLP bottleneck (mean squared
-error on the standardized features). The bottleneck is the representation; the per-row reconstruction error
+Predicts: every feature of a table row (every pixel of an image, every value of a window of log-mel frames)
+from the row itself, through a narrow MLP or convolutional bottleneck (mean squared error on the standardized
+features). The bottleneck is the representation; the per-row reconstruction error
 is the anomaly score (rows unlike the training data reconstruct badly).
 """
 from __future__ import annotations

@@ -3,8 +3,8 @@ estimator (Bengio, Léonard & Courville 2013, "Estimating or Propagating Gradien
 for Conditional Computation"; binary codes of an auto-encoder as in Salakhutdinov & Hinton 2009, "Semantic
 Hashing").
 
-Predicts: the table row from `model.bottleneck` bits. The encoder gives one logit per bit, p = sigmoid(logit);
-in training each bit is a sample b ~ Bernoulli(p) whose gradient is passed straight through to p
+Predicts: the table row (image, frame window) from `model.bottleneck` bits. The encoder gives one logit per
+bit, p = sigmoid(logit); in training each bit is a sample b ~ Bernoulli(p) whose gradient is passed straight through to p
 (d b / d p = 1), in evaluation the code is the deterministic b = [p > 0.5]. The loss is the mean squared
 reconstruction error only — no entropy or balance term, as in the straight-through Bernoulli estimator's
 paper; the sampling noise itself pushes p towards 0 or 1 (semantic hashing's role for its added noise).

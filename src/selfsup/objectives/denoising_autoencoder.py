@@ -1,9 +1,10 @@
 """Denoising auto-encoder (Vincent, Larochelle, Bengio & Manzagol 2008, "Extracting and Composing Robust
 Features with Denoising Autoencoders"; Vincent et al. 2010, "Stacked Denoising Autoencoders").
 
-Predicts: the clean table row from a corrupted copy — additive Gaussian noise, masking noise (features set to
-the training mean, 0 after standardization) or salt-and-pepper noise (features set to their training minimum
-or maximum), drawn per row by `selfsup.pretext.table_noise` — through an MLP bottleneck, with the mean
+Predicts: the clean table row (image, window of log-mel frames) from a corrupted copy — additive Gaussian
+noise, masking noise (features set to the training mean, 0 after standardization) or salt-and-pepper noise
+(features set to their training minimum or maximum; element-wise on images and frames), drawn per row by
+`selfsup.pretext.table_noise` — through the bottleneck, with the mean
 squared error over all features. At scoring time the input is not corrupted: the score is the clean row's
 reconstruction error.
 """
@@ -32,7 +33,7 @@ class DenoisingAutoEncoder(TableObjective):
     def __init__(self, recipe, prepared):
         super().__init__(recipe, prepared)
         extras = prepared.extras
-        zeros = np.zeros(self.dim, dtype=np.float32)
+        zeros = np.zeros(self.shape, dtype=np.float32)
         # training minimum / maximum per feature (salt-and-pepper's values); saved, so a reload keeps them
         self.register_buffer("feature_low", torch.tensor(np.asarray(extras.get("low", zeros), np.float32)))
         self.register_buffer("feature_high", torch.tensor(np.asarray(extras.get("high", zeros), np.float32)))

@@ -2,8 +2,8 @@
 (Jang, Gu & Poole 2017, "Categorical Reparameterization with Gumbel-Softmax"; Maddison, Mnih & Teh 2017,
 "The Concrete Distribution"), straight-through ("ST Gumbel-Softmax", Jang et al. §2.2).
 
-Predicts: the table row from `objective.groups` categorical variables of model.bottleneck / groups values
-each (a code of groups x log2(values) bits). The encoder gives model.bottleneck logits, one row of `values`
+Predicts: the table row (image, frame window) from `objective.groups` categorical variables of
+model.bottleneck / groups values each (a code of groups x log2(values) bits). The encoder gives model.bottleneck logits, one row of `values`
 per group; in training each group is a Gumbel-softmax sample (torch's `F.gumbel_softmax`) made one-hot in
 the forward pass, with the soft sample's gradient in the backward pass; in evaluation it is the one-hot of
 the argmax (deterministic). The temperature decays exponentially (as Jang et al. anneal it) from `tau_start` to

@@ -2,8 +2,8 @@
 "beta-VAE"; KL warm-up of Bowman et al. 2016 / Sønderby et al. 2016; free bits of Kingma et al. 2016,
 "Improved Variational Inference with Inverse Autoregressive Flow").
 
-Predicts: the table row from a latent z ~ q(z|x) = N(mu(x), diag sigma^2(x)) sampled with the
-reparameterization trick, under a unit-variance Gaussian likelihood; the loss is the negative ELBO
+Predicts: the table row (image, window of log-mel frames) from a latent z ~ q(z|x) = N(mu(x), diag sigma^2(x))
+sampled with the reparameterization trick, under a unit-variance Gaussian likelihood; the loss is the negative ELBO
 0.5 * ||x - x_hat||^2 + beta * w(step) * KL(q(z|x) || N(0, I)), with w rising linearly from 0 to 1 over
 `kl_warmup_steps` and each latent dimension's batch-mean KL floored at `free_bits` nats. The score is the
 negative ELBO at z = mu (reconstruction at the mean plus the KL; deterministic) or, with
@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from selfsup.config import bounded
-from selfsup.objectives.autoencoder_base import TableObjective, row_error
+from selfsup.objectives.autoencoder_base import TableObjective, row_error, row_sse
 from selfsup.registry import register_objective
 
 
@@ -53,7 +53,7 @@ class VAE(TableObjective):
         x = batch["x"]
         mu, logvar = self.posterior(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        recon = 0.5 * (self.decoder(z) - x).pow(2).sum(1)
+        recon = 0.5 * row_sse(self.decoder(z), x)
         kl_dims = gaussian_kl(mu, logvar).mean(0)  # (latent,) batch mean per dimension
         kl_penalized = kl_dims.clamp_min(self.options.free_bits).sum()
         loss = recon.mean() + self.options.beta * self.kl_weight * kl_penalized
@@ -69,4 +69,4 @@ class VAE(TableObjective):
         recon = self.decoder(mu)
         if self.options.score == "reconstruction":
             return row_error(recon, x)
-        return 0.5 * (recon - x).pow(2).sum(1) + gaussian_kl(mu, logvar).sum(1)
+        return 0.5 * row_sse(recon, x) + gaussian_kl(mu, logvar).sum(1)

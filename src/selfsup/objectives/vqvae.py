@@ -2,8 +2,8 @@
 codebook (its appendix; Razavi et al. 2019, VQ-VAE-2), k-means initialization and dead-code replacement
 (Dhariwal et al. 2020, Jukebox), from `vector-quantize-pytorch`'s `VectorQuantize`.
 
-Predicts: the table row from a discrete code: the encoder's bottleneck is cut into `groups` vectors, each
-replaced by its nearest entry of one shared codebook (straight-through gradient to the encoder), and the
+Predicts: the table row (image, frame window) from a discrete code: the encoder's bottleneck is cut into
+`groups` vectors, each replaced by its nearest entry of one shared codebook (straight-through gradient to the encoder), and the
 decoder reconstructs the row from the quantized vectors. Loss = mean squared reconstruction error +
 commitment cost * ||z - sg[q]||^2; the codebook follows the EMA of its assigned vectors, and a code whose EMA
 count falls below `dead_code_threshold` is replaced by a vector of the current batch. Logs

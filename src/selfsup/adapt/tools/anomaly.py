@@ -1,14 +1,16 @@
-"""Anomaly detection with table auto-encoders (`selfsup anomaly fit | score`, `AutoEncoderDetector`).
+"""Anomaly detection with auto-encoders on tables, images and windows of log-mel frames (`selfsup anomaly fit |
+score`, `AutoEncoderDetector` for tables).
 
 Fit: pretrain an auto-encoder (`ae`, `dae`, `vae`, `vqvae`, `binary`, `onehot`) on normal rows only, through
 the ordinary engine, then score those same normal training rows and keep their (1 - contamination) quantile —
 the 95th percentile by default — as the decision threshold (`anomaly.json` beside the run's `model/`). No
-anomalous row is ever used to choose anything.
+anomalous row is ever used to choose anything. A row is a table row, an image, or a window of log-mel frames
+(data/ae_inputs.py; `data.modality`, or the kind of the source).
 
 Score: each row's anomaly score is the model's `score` (reconstruction error; the negative ELBO for a VAE),
-higher = more anomalous. With 0/1 labels (1 = anomaly) the metrics are AUROC and AUPRC (threshold-free,
-scikit-learn) and precision / recall / F1 at the fitted threshold. The same input gives identical scores
-after a reload (the models are deterministic in eval mode).
+higher = more anomalous. With 0/1 labels (1 = anomaly), or any labels and `normal` naming the normal ones, the
+metrics are AUROC and AUPRC (threshold-free, scikit-learn) and precision / recall / F1 at the fitted
+threshold. The same input gives identical scores after a reload (the models are deterministic in eval mode).
 """
 from __future__ import annotations
 
@@ -38,23 +40,53 @@ def recipe_for(method: str) -> str:
     raise SelfsupError(f"--method: unknown method {method!r} (known: {', '.join(METHODS)})")
 
 
-def batched_scores(model, x: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """The model's per-row scores (float64), in eval mode and without gradients."""
+def batched_scores(model, x: np.ndarray | Sequence, batch: int = 4096) -> np.ndarray:
+    """The model's per-row scores (float64), in eval mode and without gradients; x is an array of rows or a
+    sequence of (row, label) examples (data/ae_inputs.py's rows)."""
     import torch
 
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out.append(model.score(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).double().numpy())
+            part = x[i:i + batch] if isinstance(x, np.ndarray) else \
+                np.stack([x[j][0] for j in range(i, min(i + batch, len(x)))])
+            out.append(model.score(torch.from_numpy(np.ascontiguousarray(part))).double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def anomaly_labels(values: Sequence[str] | None, normal: Sequence[str] | None, where: str,
+                   explicit: bool) -> np.ndarray | None:
+    """0/1 labels (1 = anomaly) from each row's label text ('' = none): the values named `normal` are 0 and any
+    other 1; without `normal` the values must be 0 / 1 (else no labels, or an error when the column was asked
+    for)."""
+    if values is None or all(v == "" for v in values):
+        if normal or explicit:
+            raise SelfsupError(f"{where}: no labels to score against (--label-column names the labels)")
+        return None
+    if "" in values:
+        i = list(values).index("")
+        raise SelfsupError(f"{where}: row {i + 1} has no label (every row needs one to compute the metrics)")
+    if normal:
+        return np.array([0 if v in set(normal) else 1 for v in values], dtype=np.int64)
+    odd = sorted(set(values) - {"0", "1"})
+    if not odd:
+        return np.array([int(v) for v in values], dtype=np.int64)
+    if explicit:
+        raise SelfsupError(f"{where}: labels such as {odd[0]!r} are not 0 (normal) / 1 (anomaly); --normal VALUE "
+                           "names the normal ones")
+    import sys
+
+    print(f"selfsup: note: {where}: labels ({', '.join(odd[:4])}, ...) are not 0 / 1; no metrics (--normal VALUE "
+          "names the normal ones)", file=sys.stderr)
+    return None
 
 
 def fit_anomaly(data: Sequence[str] | str, out: str | os.PathLike, method: str = "ae", *,
                 max_steps: int | None = None, seed: int | None = None, overrides: Sequence[str] = (),
                 contamination: float = 0.05, progress: bool = False) -> dict[str, Any]:
     """Train `method` on the normal rows of `data` into the run folder `out`; write `anomaly.json` there."""
-    from selfsup.data.tables import load_table
+    from selfsup.data.ae_inputs import load_ae_data
     from selfsup.engine.pretrain import pretrain
     from selfsup.objectives.autoencoder_base import load_table_model
 
@@ -65,13 +97,13 @@ def fit_anomaly(data: Sequence[str] | str, out: str | os.PathLike, method: str =
     metrics = pretrain(recipe, sources, out, max_steps=max_steps, seed=seed, overrides=list(overrides),
                        progress=progress)
     model = load_table_model(out)
-    table = load_table(sources, model.recipe.data, model.preprocessor)
-    scores = batched_scores(model, table.x)
-    if (table.labels == 1).any():
+    data = load_ae_data(sources, model.recipe.data, model.preprocessor)
+    scores = batched_scores(model, data.rows)
+    if data.modality == "table" and (data.rows.data.labels == 1).any():
         import sys
 
-        print(f"selfsup: note: {int((table.labels == 1).sum())} of the {len(scores)} training rows are labelled 1 "
-              "(anomaly); `anomaly fit` expects normal rows only", file=sys.stderr)
+        print(f"selfsup: note: {int((data.rows.data.labels == 1).sum())} of the {len(scores)} training rows are "
+              "labelled 1 (anomaly); `anomaly fit` expects normal rows only", file=sys.stderr)
     info = {"method": method, "objective": recipe, "threshold": float(np.quantile(scores, 1 - contamination)),
             "contamination": contamination, "train_rows": int(len(scores)),
             "train_score_mean": float(scores.mean()), "train_score_std": float(scores.std()),
@@ -109,12 +141,31 @@ def score_metrics(scores: np.ndarray, labels: np.ndarray | None, threshold: floa
     return m
 
 
+def _table_rows(ae, sources: list[str], label_column: str | None,
+                normal: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A table's preprocessed rows and 0/1 labels (the label column's values, or `normal` naming the normal)."""
+    from selfsup.data.tables import label_in, labels_of, read_tables
+
+    frame, spans = read_tables(sources)
+    if label_column and label_column not in frame.columns:
+        raise SelfsupError(f"{sources[0]}: --label-column: no column {label_column!r} (the table has "
+                           f"{', '.join(list(frame.columns)[:12])})")
+    column = label_column or label_in(frame, ae.preprocessor.label_column)
+    x = ae.preprocessor.transform(frame, spans)
+    if normal:
+        values = None if column is None else ["" if v != v or v is None else str(v) for v in frame[column]]
+        return x, anomaly_labels(values, normal, sources[0], True)
+    return x, labels_of(frame, column, spans)
+
+
 def score_anomaly(model: str | os.PathLike, data: Sequence[str] | str, out: str | os.PathLike, *,
-                  label_column: str | None = None) -> dict[str, Any]:
-    """Score every row of `data` with a fitted model; write scores.csv, metrics.json and scores.png to `out`."""
+                  label_column: str | None = None, normal: Sequence[str] | None = None) -> dict[str, Any]:
+    """Score every row (table row, image, window of frames) of `data` with a fitted model; write scores.csv,
+    metrics.json and scores.png to `out`. `normal`: the label values of normal rows (any other = anomaly)."""
     import pandas as pd
 
-    from selfsup.data.tables import label_in, labels_of, read_tables
+    from selfsup.data.ae_inputs import load_ae_data
+    from selfsup.data.tables import TablePreprocessor
     from selfsup.objectives.autoencoder_base import load_table_model
     from selfsup.report.figures import plot_score_histogram
 
@@ -124,17 +175,22 @@ def score_anomaly(model: str | os.PathLike, data: Sequence[str] | str, out: str 
     ae = load_table_model(model)
     fitted = read_threshold(model)
     sources = [str(data)] if isinstance(data, (str, os.PathLike)) else [str(s) for s in data]
-    frame, spans = read_tables(sources)
-    if label_column and label_column not in frame.columns:
-        raise SelfsupError(f"{sources[0]}: --label-column: no column {label_column!r} (the table has "
-                           f"{', '.join(list(frame.columns)[:12])})")
-    x = ae.preprocessor.transform(frame, spans)
-    labels = labels_of(frame, label_column or label_in(frame, ae.preprocessor.label_column), spans)
+    normal = [str(v) for v in normal] if normal else None
+    where = None
+    if isinstance(ae.preprocessor, TablePreprocessor):
+        x, labels = _table_rows(ae, sources, label_column, normal)
+    else:
+        rows = load_ae_data(sources, ae.recipe.data, ae.preprocessor, label_column)
+        x = rows.rows
+        labels = anomaly_labels(rows.label_values(), normal, sources[0], bool(label_column))
+        where = [x.where(i) for i in range(len(x))] if hasattr(x, "where") else None
     scores = batched_scores(ae, x)
     threshold = fitted.get("threshold")
     metrics = {"model": str(model), "data": sources, "objective": ae.name,
                **score_metrics(scores, labels, threshold)}
     table = pd.DataFrame({"row": np.arange(len(scores)), "score": scores})
+    if where is not None:
+        table["where"] = where
     if threshold is not None:
         table["predicted"] = (scores > threshold).astype(int)
     if labels is not None:
