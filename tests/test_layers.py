@@ -17,7 +17,7 @@ MAX_LINES = 450
 LAYERS: list[tuple[str, ...]] = [
     ("selfsup.errors", "selfsup.config", "selfsup.fileio", "selfsup.metrics", "selfsup.losses",
      "selfsup.diagnostics", "selfsup.report", "selfsup.registry", "selfsup.distributed", "selfsup.loggers",
-     "selfsup.console"),
+     "selfsup.console", "selfsup.seeding"),
     ("selfsup.data",),
     ("selfsup.pretext",),
     ("selfsup.backbones",),

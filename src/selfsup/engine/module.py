@@ -12,6 +12,7 @@ from lightning.pytorch.plugins import LayerSync
 
 from selfsup.distributed import convert_global_batchnorm, revert_global_batchnorm
 from selfsup.errors import TrainingDiverged
+from selfsup.seeding import seed_torch
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
@@ -82,11 +83,15 @@ class PretrainModule(L.LightningModule):
         self._last_time: float | None = None
         self._work = 0.0
         self.heldout_losses: list[float] = []
+        self._log_now = True
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         # dropout and other torch randomness depend on (seed, micro step, rank) only: resume-exact
-        torch.manual_seed(self.cfg.seed * 1_000_003 + int(batch["micro_step"]) * 131 + self.global_rank)
+        seed_torch(self.cfg.seed * 1_000_003 + int(batch["micro_step"]) * 131 + self.global_rank)
         self.objective.on_micro_step(int(batch["micro_step"]))
+        # Lightning writes on-step values only every log_every_n_steps optimizer steps and drops the others, and each
+        # self.log call costs ~1 ms of bookkeeping: log only on the steps that are written (the same rows result)
+        self._log_now = (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         batch = {k: v for k, v in batch.items() if k != "micro_step"}
@@ -101,23 +106,30 @@ class PretrainModule(L.LightningModule):
         if count is not None:
             self._work += float(count)
         log = {k: v for k, v in out.items() if k != self.objective.count_key and k != "loss"}
-        sync = self.trainer.world_size > 1  # log the global mean, comparable with a 1-process run
-        n = _batch_size(batch)
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=sync, batch_size=n)
-        self.log_dict({k: v.float() if torch.is_tensor(v) else v for k, v in log.items()}, on_step=True,
-                      on_epoch=False, sync_dist=sync, batch_size=n)
+        if self._log_now:
+            sync = self.trainer.world_size > 1  # log the global mean, comparable with a 1-process run
+            n = _batch_size(batch)
+            self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=sync,
+                     batch_size=n)
+            self.log_dict({k: v.float() if torch.is_tensor(v) else v for k, v in log.items()}, on_step=True,
+                          on_epoch=False, sync_dist=sync, batch_size=n)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: dict, batch_idx: int) -> None:
+        # throughput: the work of all steps since the last written row over their time (the logging, probe and
+        # diagnostics of the written steps included); the clock restarts after evaluation
         now = time.perf_counter()
-        if self._last_time is not None and self._work:
+        if self._last_time is None:
+            self._last_time, self._work = now, 0.0
+        elif self._log_now and self._work:
             rate = self._work * self.trainer.world_size / max(now - self._last_time, 1e-9)
             self.log(f"{self.objective.count_key.removeprefix('n_')}_per_s", rate, prog_bar=True, on_step=True,
                      on_epoch=False)
-        self._last_time, self._work = now, 0.0
+            self._last_time, self._work = now, 0.0
         if (batch_idx + 1) % self.cfg.accumulate == 0:
             self.objective.on_step_end(self.global_step, self.trainer.max_steps)
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+            if self._log_now:
+                self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         batch = {k: v for k, v in batch.items() if k != "micro_step"}

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from selfsup.config import bounded
+from selfsup.seeding import seed_torch
 
 # context prediction: the 8 neighbours of the centre cell of a 3x3 grid, row-major, labels 0..7
 NEIGHBOURS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2))
@@ -69,7 +70,7 @@ def draw_view_params(pipeline: Sequence[torch.nn.Module], batch_shape: tuple[int
     (the global generators are forked, so their state is untouched)."""
     devices = [device] if device is not None and device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        seed_torch(seed)
         return [aug.forward_parameters(torch.Size(batch_shape)) for aug in pipeline]
 
 
