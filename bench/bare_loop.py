@@ -4,16 +4,18 @@ speech benchmarks divide selfsup's throughput by this one's."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 
 
 def bare_loop_per_s(method: str, overrides: list[str], data: list[str], steps: int, warm: int = 3,
-                    statistic: str = "mean") -> float:
+                    statistic: str = "mean", on_step_end: Callable[[], None] | None = None) -> float:
     """Work items per second (the objective's count key: images, seconds of audio) of a plain loop:
     make_batch -> forward -> backward -> clip -> AdamW step -> schedule -> on_step_end. `statistic`: "mean"
-    (all work over all time after `warm` steps) or "median" (of the per-step rates, as selfsup's metrics.json)."""
+    (all work over all time after `warm` steps) or "median" (of the per-step rates). `on_step_end`, when given, is
+called after every optimizer step (a lock-step clock, bench/lockstep.py)."""
     from selfsup.engine.module import lr_lambda, param_groups
     from selfsup.engine.stream import ExampleRngs
     from selfsup.recipes import load_recipe
@@ -47,6 +49,8 @@ def bare_loop_per_s(method: str, overrides: list[str], data: list[str], steps: i
         model.on_step_end(step + 1, c.max_steps)
         items = float(out.get(cls.count_key, b))
         work += items
+        if on_step_end is not None:
+            on_step_end()
         if step >= warm:
             per_step.append(items / (time.perf_counter() - step_started))
     return float(np.median(per_step)) if statistic == "median" else work / (time.perf_counter() - started)

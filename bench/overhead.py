@@ -1,14 +1,15 @@
 """Framework overhead of `selfsup pretrain` against a bare PyTorch loop of the same method, for the image,
 speech and auto-encoder objectives, measured in one run.
 
-For each method and repeat, `selfsup.pretrain` runs STEPS steps (Lightning: data loader, logging, the online
-probe and collapse diagnostics, checkpoint bookkeeping) and then `bench/bare_loop.py` runs the same objective on
-the same kind of batches for STEPS steps (make_batch -> forward -> backward -> clip -> AdamW -> schedule, nothing
-else). Both sides report their steady throughput after the first 20% of steps: selfsup the median of its logged
-`*_per_s` (each the work of the steps since the previous written row over their time, so logging, the online probe
-and diagnostics count), the bare loop all its work over all its time after those steps; set-up, data preparation
-and the first steps' warm-up count on neither side. The ratio `selfsup time / bare time` per repeat, and its median over the repeats, is what the table shows;
-running the two back to back within each repeat puts the same background load on both.
+For each method and repeat, `selfsup.pretrain` (Lightning: data loader, logging, the online probe and collapse
+diagnostics, checkpoint bookkeeping) and `bench/bare_loop.py` (the same objective on the same kind of batches:
+make_batch -> forward -> backward -> clip -> AdamW -> schedule, nothing else) each train STEPS steps in two threads
+of this process that alternate after every optimizer step (bench/lockstep.py, as bench/mlm_throughput.py does):
+exactly one computes at any moment, so background load on a shared machine falls on both alike. A step's time runs
+from the end of the previous step to the end of this one (data, forward, backward, optimizer, the framework's
+per-step work; the waiting for the turn excluded); each side's mean seconds per step after the first 20% of steps
+(set-up, warm-up) is compared. The ratio `selfsup time / bare time` per repeat (the first mover alternates between
+repeats), and its median over the repeats, is what the table shows.
 
     SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/overhead.py [--steps 120] [--repeats 3] [--threads 1]
         [--methods simclr,moco,...]
@@ -24,10 +25,12 @@ import os
 import shutil
 import statistics
 import sys
+import threading
 from pathlib import Path
 
 import torch
 from bare_loop import bare_loop_per_s
+from lockstep import Baton, Clock
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ["simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "rotation", "context", "deepcluster", "igpt"]
@@ -41,8 +44,7 @@ PER_METHOD = {"moco": ["objective.queue_size=512"], "deepcluster": ["objective.c
 
 def setup(method: str, threads: int, work: Path) -> tuple[list[str], list[str]]:
     """(data, overrides) for a method, by modality; the same sizes as the image and speech benchmarks."""
-    common = [f"train.threads={threads}", "train.eval_every=100000", "train.checkpoint_every=100000",
-              "train.log_every=5"]
+    common = [f"train.threads={threads}", "train.eval_every=100000", "train.checkpoint_every=100000"]
     if method in IMAGE:
         from selfsup.registry import get_objective
 
@@ -55,11 +57,55 @@ def setup(method: str, threads: int, work: Path) -> tuple[list[str], list[str]]:
     return ["sklearn:breast_cancer"], common
 
 
-def selfsup_per_s(method: str, data: list[str], overrides: list[str], steps: int, out: Path) -> float:
+def lockstep_repeat(method: str, data: list[str], overrides: list[str], steps: int, out: Path, threads: int,
+                    first: str) -> dict[str, float]:
+    """One repeat: selfsup and the bare loop in two threads of this process, alternating after every optimizer
+    step (bench/lockstep.py), so background load falls on both alike. Returns each side's steady seconds per
+    step (mean over the steps after the first 20%)."""
+    import lightning as L
+
     from selfsup import pretrain
 
-    shutil.rmtree(out, ignore_errors=True)
-    return float(pretrain(method, data, out, max_steps=steps, progress=False, overrides=overrides)["throughput_per_s"])
+    order = ["selfsup", "bare"] if first == "selfsup" else ["bare", "selfsup"]
+    baton = Baton(order)
+    clocks = {name: Clock(name, steps, baton) for name in order}
+    errors: list[BaseException] = []
+
+    class StepClock(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            clocks["selfsup"].step_end()
+
+    def run_selfsup() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        pretrain(method, data, out, max_steps=steps, progress=False, quiet=True, overrides=overrides,
+                 callbacks=[StepClock()])
+
+    def run_bare() -> None:
+        bare_loop_per_s(method, overrides + [f"train.max_steps={steps}"], data, steps, warm=0,
+                        on_step_end=clocks["bare"].step_end)
+
+    def work(name: str, fn) -> None:
+        try:
+            clocks[name].begin()
+            torch.set_num_threads(threads)  # per OS thread
+            fn()
+            if len(clocks[name].durations) != steps:
+                raise RuntimeError(f"{method} {name}: {len(clocks[name].durations)} steps clocked, expected {steps}")
+        except BaseException as e:  # re-raised in the main thread
+            errors.append(e)
+        finally:
+            clocks[name].end()
+
+    runs = {"selfsup": run_selfsup, "bare": run_bare}
+    threads_ = [threading.Thread(target=work, args=(name, runs[name])) for name in order]
+    for t in threads_:
+        t.start()
+    for t in threads_:
+        t.join()
+    if errors:
+        raise errors[0]
+    skip = steps // 5
+    return {name: statistics.fmean(c.durations[skip:]) for name, c in clocks.items()}
 
 
 def main() -> None:
@@ -77,17 +123,17 @@ def main() -> None:
     results: dict[str, dict] = {}
     for method in args.methods.split(","):
         data, overrides = setup(method, args.threads, work)
-        ratios, rates = [], []
+        ratios, secs = [], []
         for repeat in range(args.repeats):
-            fast = selfsup_per_s(method, data, overrides, args.steps, work / method)
-            bare = bare_loop_per_s(method, overrides + [f"train.max_steps={args.steps}"], data, args.steps,
-                                   warm=args.steps // 5, statistic="mean")
-            ratios.append(bare / fast)
-            rates.append((round(fast, 1), round(bare, 1)))
-            print(f"  {method} repeat {repeat}: selfsup {fast:.1f}/s, bare {bare:.1f}/s, ratio {bare / fast:.3f}",
-                  file=sys.stderr, flush=True)
+            per_step = lockstep_repeat(method, data, overrides, args.steps, work / method, args.threads,
+                                       "selfsup" if repeat % 2 == 0 else "bare")
+            ratio = per_step["selfsup"] / per_step["bare"]
+            ratios.append(ratio)
+            secs.append((round(per_step["selfsup"] * 1e3, 2), round(per_step["bare"] * 1e3, 2)))
+            print(f"  {method} repeat {repeat}: selfsup {per_step['selfsup'] * 1e3:.1f} ms/step, bare "
+                  f"{per_step['bare'] * 1e3:.1f} ms/step, ratio {ratio:.3f}", file=sys.stderr, flush=True)
         results[method] = {"ratio_median": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-                           "rates_selfsup_bare": rates}
+                           "ms_per_step_selfsup_bare": secs}
     load_after = os.getloadavg()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
