@@ -75,6 +75,20 @@ def _reference() -> str:
     return reference_markdown([("every method", "", FinetuneConfig), *methods])
 
 
+def _summarize(args: argparse.Namespace) -> int:
+    import json
+
+    from selfsup.data.summaries import read_pairs
+    from selfsup.objectives.text_as_code import load_text_as_code, summarize
+
+    model = load_text_as_code(args.model)  # before reading: a wrong folder is an error before any output
+    pairs = read_pairs(args.data, args.document_key, None)
+    codes = summarize(model, [" ".join(p.document) for p in pairs])
+    for pair, code in zip(pairs, codes):
+        print(json.dumps({"where": pair.where, "code": code}))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from selfsup.demo import run_demo
 
@@ -116,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--reference", action="store_true", help="print docs/recipe-keys.md: every recipe and "
                     "finetune --set key with type, default and meaning")
     rc.set_defaults(func=_recipes)
+
+    sm = sub.add_parser("summarize", help="print the word-sequence code (summary) of each document with a "
+                        "text_as_code model", description="One JSON line per document: {where, code}.")
+    sm.add_argument("--model", required=True, metavar="DIR", help="a text_as_code run folder (or its model/)")
+    sm.add_argument("--data", action="append", required=True, metavar="DOCS",
+                    help=".jsonl / .csv / .tsv (or selfsup:package-summaries); repeatable")
+    sm.add_argument("--document-key", default="document", metavar="KEY", help="the document's key (default document)")
+    sm.set_defaults(func=_summarize)
 
     dm = sub.add_parser("demo", help="the main job on embedded data: pretrain a tiny BERT on Jane Austen")
     dm.add_argument("--out", default="runs/demo", metavar="DIR")

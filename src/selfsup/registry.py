@@ -24,6 +24,7 @@ _OBJECTIVE_MODULES = {
         "best_rq", "delores", "speech_simclr")},
     **{name: f"selfsup.objectives.{name}" for name in (  # tables
         "autoencoder", "denoising_autoencoder", "vae", "vqvae", "binary_autoencoder", "onehot_autoencoder")},
+    "text_as_code": "selfsup.objectives.text_as_code",  # word-sequence code (unsupervised summarization)
 }
 _BACKBONE_MODULES = {
     "bert": "selfsup.backbones.text",
@@ -37,6 +38,7 @@ _BACKBONE_MODULES = {
     "igpt": "selfsup.backbones.igpt",
     **{name: "selfsup.backbones.speech" for name in ("wav2vec2", "hubert", "data2vec-audio", "conformer", "gru")},
     "mlp": "selfsup.backbones.tabular",
+    "word-gru": "selfsup.backbones.word_gru",
     "conv": "selfsup.backbones.conv",
 }
 OBJECTIVES: dict[str, type] = {}
