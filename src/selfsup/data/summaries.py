@@ -115,3 +115,15 @@ def austen_sentences(n_words: int) -> list[list[str]]:
     paths = sorted(str(p) for p in ASSETS.glob("austen-*.txt.xz"))
     return [ws[:n_words] for para in read_paragraphs(paths) for s in para.sentences
             if len(ws := words(s)) >= n_words]
+
+
+def real_sentences(kind: str, train: list[DocPair], n_words: int) -> list[list[str]]:
+    """The discriminator's real sentences, each cut to n_words: the training documents' summaries that have
+    n_words words ("summaries"; a held-out summary is never among them), or Austen's sentences ("austen")."""
+    if kind == "austen":
+        return austen_sentences(n_words)
+    real = [p.summary[:n_words] for p in train if p.summary is not None and len(p.summary) >= n_words]
+    if not real:
+        raise SelfsupError(f"objective.code_words: no training summary has {n_words} words (lower it, or set "
+                           "data.real_sentences: austen)")
+    return real

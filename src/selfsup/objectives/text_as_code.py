@@ -6,12 +6,12 @@ trained to tell the code from real sentences, keeps the code readable. Generator
 + attention decoder that writes `objective.code_words` words; reconstructor = GRU encoder over the code +
 attention decoder that rewrites the document (teacher-forced cross-entropy, the reconstruction loss);
 discriminator = a CNN over word sequences (backbones/word_gru.py). Both decoders can copy a word of their
-source (pointer-generator, See et al. 2017): with a few hundred documents most words are too rare to learn. Each code word is a straight-through
-Gumbel-softmax sample over the vocabulary (Jang et al. 2017): exactly one-hot forward, the soft sample's
-gradient backward — the simplest differentiable discrete code (the paper uses REINFORCE / WGAN variants
-instead). The word it writes is fed to the next step, so gradients run through the whole code. Evaluation and
-`summarize` take the argmax word (deterministic). The temperature is annealed from tau_start to tau_end.
-Adversarial loss: the non-saturating GAN loss (softplus); `adversarial_weight: 0` is the ablation without it.
+source (pointer-generator, See et al. 2017): with a few hundred documents most words are too rare to learn.
+Each code word is a straight-through Gumbel-softmax sample over the vocabulary (Jang et al. 2017): exactly
+one-hot forward, the soft sample's gradient backward — the simplest differentiable discrete code (the paper
+uses REINFORCE / WGAN variants instead); it is fed to the next step, so gradients run through the whole code.
+Evaluation and `summarize` take the argmax word (deterministic). The temperature is annealed from tau_start
+to tau_end. Adversarial loss: the non-saturating GAN loss; `adversarial_weight: 0` is the ablation.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from selfsup.backbones.word_gru import AttentionDecoder, Discriminator, Encoder
 from selfsup.config import bounded
-from selfsup.data.summaries import BOS, EOS, PAD, SPECIALS, SummaryDataConfig, WordVocab, austen_sentences, \
-    read_pairs, words
+from selfsup.data.summaries import BOS, EOS, PAD, SPECIALS, SummaryDataConfig, WordVocab, read_pairs, \
+    real_sentences, words
 from selfsup.errors import SelfsupError
 from selfsup.objectives.base import Objective, Prepared, split_indices
 from selfsup.objectives.onehot_autoencoder import annealed_temperature, gumbel_onehot
@@ -37,13 +37,11 @@ MODEL_FORMAT = "selfsup-text-as-code"
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """-log D(real) - log(1 - D(fake)), D = sigmoid(logit)."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()  # -log D(real) - log(1 - D(fake))
 
 
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """-log D(fake): the non-saturating generator loss."""
-    return F.softplus(-fake_logits).mean()
+    return F.softplus(-fake_logits).mean()  # -log D(fake): the non-saturating generator loss
 
 
 @register_objective("text_as_code")
@@ -68,13 +66,7 @@ class TextAsCode(Objective):
         d, k = recipe.data, recipe.objective.code_words
         pairs = read_pairs(sources, d.document_key, d.summary_key)
         train, held = split_indices(len(pairs), d.holdout_fraction, recipe.train.seed, "document")
-        if d.real_sentences == "austen":
-            real = austen_sentences(k)
-        else:  # summaries of training documents only: a held-out summary is never seen
-            real = [s[:k] for s in (pairs[i].summary for i in train) if s is not None and len(s) >= k]
-        if not real:
-            raise SelfsupError(f"objective.code_words: no training summary has {k} words (lower it, or set "
-                               "data.real_sentences: austen)")
+        real = real_sentences(d.real_sentences, [pairs[i] for i in train], k)  # never a held-out one
         vocab = WordVocab.build([pairs[i].document for i in train] + real, d.vocab_size, d.min_frequency)
         docs = [vocab.encode(p.document[:d.max_document_words]) for p in pairs]
         return Prepared([docs[i] for i in train], [docs[i] for i in held],
@@ -85,7 +77,7 @@ class TextAsCode(Objective):
         cfg, self.vocab = recipe.model, prepared.extras["vocab"]
         v = len(self.vocab)
         self.real = prepared.extras.get("real")
-        self.gen_embed, self.rec_embed = torch.nn.Embedding(v, cfg.embedding_size), torch.nn.Embedding(v, cfg.embedding_size)
+        self.gen_embed, self.rec_embed = (torch.nn.Embedding(v, cfg.embedding_size) for _ in range(2))
         self.gen_encoder, self.gen_decoder = Encoder(cfg), AttentionDecoder(cfg, v)
         self.rec_encoder, self.rec_decoder = Encoder(cfg), AttentionDecoder(cfg, v)
         self.discriminator = Discriminator(cfg, v)
@@ -152,7 +144,7 @@ class TextAsCode(Objective):
         frozen = {k: p.detach() for k, p in self.discriminator.named_parameters()}
         g_adv = generator_adversarial_loss(torch.func.functional_call(self.discriminator, frozen, (code,)))
         loss = recon + self.options.adversarial_weight * g_adv + d_loss
-        d_accuracy = ((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2
+        d_accuracy = ((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2  # on real and on codes
         return {"loss": loss, "recon_loss": recon.detach(), "recon_accuracy": accuracy.detach(),
                 "d_loss": d_loss.detach(), "g_adversarial": g_adv.detach(), "d_accuracy": d_accuracy.detach(),
                 "temperature": self.temperature.clone(), "n_tokens": (document != PAD).sum()}
@@ -167,9 +159,8 @@ class TextAsCode(Objective):
         folder = Path(folder)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
                   str(folder / "model.safetensors"))
-        config = {"format": MODEL_FORMAT, "objective": self.name, "recipe": self.recipe.to_dict(),
-                  "vocab": self.vocab.itos}
-        (folder / "config.json").write_text(json.dumps(config) + "\n")
+        (folder / "config.json").write_text(json.dumps({"format": MODEL_FORMAT, "objective": self.name, "recipe":
+                                                        self.recipe.to_dict(), "vocab": self.vocab.itos}) + "\n")
 
 
 def load_text_as_code(path: str | Path) -> TextAsCode:
@@ -185,9 +176,9 @@ def load_text_as_code(path: str | Path) -> TextAsCode:
         raise SelfsupError(f"{path}: no text-as-code model (model.safetensors + config.json) there or in model/")
     try:
         config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise SelfsupError(f"{folder}/config.json: unreadable ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:  # unreadable, or another model
         raise SelfsupError(f"{folder}/config.json: not a {MODEL_FORMAT} model")
     model = TextAsCode(load_recipe(config["recipe"]), Prepared([], [], {"vocab": WordVocab(config["vocab"])}))
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
