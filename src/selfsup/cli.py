@@ -14,7 +14,7 @@ from selfsup.errors import SelfsupError
 # modules that add more verbs: each has `add_parser(subparsers)` and keeps heavy imports inside its functions
 VERB_MODULES: tuple[str, ...] = ("selfsup.evaluation.cli", "selfsup.adapt.cli", "selfsup.adapt.speech_cli",
                                   "selfsup.adapt.anomaly_cli", "selfsup.adapt.align_cli", "selfsup.adapt.multitask_cli",
-                                  "selfsup.data.cli",
+                                  "selfsup.adapt.vc_cli", "selfsup.data.cli",
                                   "selfsup.report.cli")
 
 

@@ -25,6 +25,7 @@ _OBJECTIVE_MODULES = {
     **{name: f"selfsup.objectives.{name}" for name in (  # tables
         "autoencoder", "denoising_autoencoder", "vae", "vqvae", "binary_autoencoder", "onehot_autoencoder")},
     "text_as_code": "selfsup.objectives.text_as_code",  # word-sequence code (unsupervised summarization)
+    "adain_vc": "selfsup.objectives.voice_conversion",  # voice conversion
 }
 _BACKBONE_MODULES = {
     "bert": "selfsup.backbones.text",
@@ -40,6 +41,7 @@ _BACKBONE_MODULES = {
     "mlp": "selfsup.backbones.tabular",
     "word-gru": "selfsup.backbones.word_gru",
     "conv": "selfsup.backbones.conv",
+    "adain-vc": "selfsup.backbones.adain_vc",
 }
 OBJECTIVES: dict[str, type] = {}
 BACKBONES: dict[str, type] = {}
