@@ -1,7 +1,9 @@
 """`selfsup evaluate`, three uses of one verb:
 
-* `--model RUN --probe linear|knn --train DATA --eval DATA`: frozen features of an exported image encoder, a
-  linear or kNN probe, collapse diagnostics -> `metrics.json` (`eval.accuracy`);
+* `--model RUN --probe linear|knn --train DATA --eval DATA`: frozen features of an exported image encoder or of
+  an auto-encoder's encoder (tables, images, audio frames: the bottleneck code of examples preprocessed with the
+  model's saved preprocessing; `--label-column`), a linear or kNN probe, collapse diagnostics -> `metrics.json`
+  (`eval.accuracy`);
 * `--model SPEECH --probe superb --train DATA --eval DATA --label-column C [--task utterance|frame|ctc]`: a
   SUPERB probe (learned weighted sum of the frozen layers + a light head, `selfsup.evaluation.superb`) ->
   `metrics.json` (`eval.accuracy` or `eval.wer`/`eval.cer`, `layer_weights`) and `layer_weights.png`;
@@ -18,13 +20,13 @@ from typing import Any
 from selfsup.errors import SelfsupError
 
 def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[str], out: str | Path | None = None,
-             k: int = 20, temperature: float = 0.07) -> dict[str, Any]:
+             k: int = 20, temperature: float = 0.07, label_column: str | None = None) -> dict[str, Any]:
     """Probe the encoder in `model` (a run folder or its `model/`); writes and returns metrics.json's dict."""
     import torch
 
-    from selfsup.data.images import ImageDataConfig, load_images
+    from selfsup.adapt.core.ae_encoder import ae_export_folder
     from selfsup.diagnostics import diagnose
-    from selfsup.evaluation.probes import encoder_features, run_probe
+    from selfsup.evaluation.probes import run_probe
     from selfsup.fileio import atomic_write_json
 
     if probe not in ("linear", "knn"):
@@ -41,16 +43,10 @@ def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[st
 
         print(f"selfsup: warning: the probe is fitted and scored on the same data ({', '.join(map(str, train))}); "
               "give held-out --eval data for a real estimate", file=sys.stderr)
-    from selfsup.adapt.core.encoders import load_image_encoder
-
-    encoder, prep = load_image_encoder(model)
-    cfg = ImageDataConfig(image_size=int(prep["image_size"]), channels=int(prep["channels"]), holdout_fraction=0.0)
     started = time.perf_counter()
-    tr, ev = load_images(list(train), cfg), load_images(list(eval_data), cfg)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    train_x = encoder_features(encoder, tr.images, prep["mean"], prep["std"], device=device)
-    eval_x = encoder_features(encoder, ev.images, prep["mean"], prep["std"], device=device)
-    accuracy = run_probe(probe, train_x, tr.labels, eval_x, ev.labels, k=k, temperature=temperature)
+    probed = ae_probe_data if ae_export_folder(model) is not None else image_probe_data
+    train_x, train_y, eval_x, eval_y = probed(model, list(train), list(eval_data), label_column)
+    accuracy = run_probe(probe, train_x, train_y, eval_x, eval_y, k=k, temperature=temperature)
     result: dict[str, Any] = {
         "eval": {"accuracy": accuracy, "probe": probe, "n_train": int(len(train_x)), "n_eval": int(len(eval_x)),
                  **({"k": k, "temperature": temperature} if probe == "knn" else {"classifier": "logistic regression"})},
@@ -60,6 +56,35 @@ def evaluate(model: str | Path, probe: str, train: list[str], eval_data: list[st
     }
     atomic_write_json(output_dir(model, probe, out) / "metrics.json", result)
     return result
+
+
+def image_probe_data(model: Path, train: list[str], eval_data: list[str], label_column: str | None = None):
+    """(train features, labels, eval features, labels) of an exported image encoder."""
+    import torch
+
+    from selfsup.adapt.core.encoders import load_image_encoder
+    from selfsup.data.images import ImageDataConfig, load_images
+    from selfsup.evaluation.probes import encoder_features
+
+    encoder, prep = load_image_encoder(model)
+    cfg = ImageDataConfig(image_size=int(prep["image_size"]), channels=int(prep["channels"]), holdout_fraction=0.0,
+                          **({"label_column": label_column} if label_column else {}))
+    tr, ev = load_images(train, cfg), load_images(eval_data, cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return (encoder_features(encoder, tr.images, prep["mean"], prep["std"], device=device), tr.labels,
+            encoder_features(encoder, ev.images, prep["mean"], prep["std"], device=device), ev.labels)
+
+
+def ae_probe_data(model: Path, train: list[str], eval_data: list[str], label_column: str | None = None):
+    """(train codes, labels, eval codes, labels) of an auto-encoder: both sets preprocessed with its saved
+    preprocessing, labels numbered over the training labels' classes."""
+    from selfsup.adapt.core.ae_encoder import ae_examples, ae_features, label_ids, load_ae_encoder
+
+    encoder, _ = load_ae_encoder(model)
+    tr_in, tr_labels = ae_examples(encoder, train, label_column)
+    ev_in, ev_labels = ae_examples(encoder, eval_data, label_column)
+    train_y, eval_y, _ = label_ids(tr_labels, ev_labels)
+    return ae_features(encoder, tr_in), train_y, ae_features(encoder, ev_in), eval_y
 
 
 def output_dir(model: str | Path, probe: str, out: str | Path | None) -> Path:
@@ -114,7 +139,8 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.probe == "superb":
         return evaluate_speech(args)
-    result = evaluate(args.model, args.probe, args.train, args.eval, args.out, k=args.k, temperature=args.temperature)
+    result = evaluate(args.model, args.probe, args.train, args.eval, args.out, k=args.k, temperature=args.temperature,
+                      label_column=args.label_column)
     d = result["diagnostics"]
     out = output_dir(args.model, args.probe, args.out)
     print(f"{args.probe} probe: eval.accuracy={result['eval']['accuracy']:.4f} (train {result['eval']['n_train']}, "
@@ -134,7 +160,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="a pretrain/finetune run folder or its model/ "
                    "(superb: also a Hugging Face wav2vec2 / HuBERT / data2vec-audio / WavLM folder)")
     p.add_argument("--probe", choices=["linear", "knn", "superb"],
-                   help="probe frozen features: linear or knn (image encoders), superb (speech encoders)")
+                   help="probe frozen features: linear or knn (image encoders, auto-encoders on tables, images or "
+                        "audio frames), superb (speech encoders)")
     p.add_argument("--train", action="append", metavar="DATA",
                    help="labelled data to fit the probe on: images (folder, .npz, IDX, hf:NAME, sklearn:digits) or, "
                         "for superb, audio (folder, manifest, hf:NAME, selfsup:speech-words)")
@@ -147,7 +174,8 @@ def add_parser(sub: Any) -> None:
     text.add_argument("--text-column", metavar="C")
     text.add_argument("--pair-column", metavar="C")
     text.add_argument("--label-column", metavar="C",
-                      help="text: the label column; superb: the class column (utterance, e.g. word or speaker), the "
+                      help="text: the label column; linear/knn on an auto-encoder: the class column (default: "
+                           "the model's label column, label); superb: the class column (utterance, e.g. word or speaker), the "
                            "alignment column (frame, default alignment) or the transcript column (ctc, default "
                            "transcript)")
     text.add_argument("--batch-size", type=int, default=None, metavar="N",

@@ -6,7 +6,8 @@ reconstruction error, and an export that can be loaded again for scoring.
 A batch is `{"x": (B, *shape) float32 standardized inputs, "labels": (B,) (-1 = unknown), "n_rows", **pretext}`
 with shape (D,) for a table row, (C, S, S) for an image, (1, n_mels, W) for a window of frames. The encoder and
 decoder are `model.type: mlp` (any shape, flattened) or `conv` (images and frames). Each method gives
-`forward` (loss and metrics), `encode(x)` (the bottleneck code) and `score(x)` (one anomaly score per row,
+`forward` (loss and metrics), `encode(x)` (the bottleneck code), `features(x)` (what probes and fine-tuning
+see: the code; VAE its mean; VQ-VAE the pre-quantization code) and `score(x)` (one anomaly score per row,
 higher = more anomalous; deterministic, so a reloaded model gives identical scores).
 
 The export (`model/`) is `model.safetensors` (every weight and buffer of the objective, codebooks included),
@@ -85,6 +86,8 @@ class TableObjective(Objective):
         batch = {"x": torch.from_numpy(np.stack(rows)),
                  "labels": torch.tensor([e[1] for e in examples], dtype=torch.long),
                  "n_rows": torch.tensor(len(examples))}
+        if type(self).pretext is TableObjective.pretext:  # no corruption: build no per-row Generator (~0.1 ms each)
+            return batch
         extra = [self.pretext(r, rng) for r, rng in zip(rows, rngs)]
         for key in extra[0] if extra else []:
             batch[key] = torch.from_numpy(np.stack([e[key] for e in extra]))
@@ -94,6 +97,11 @@ class TableObjective(Objective):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, bottleneck) code of each row (image, frame window)."""
         return self.encoder(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) the code a probe or a fine-tuned head sees: the bottleneck code (`encode`) unless a method
+        says otherwise (VQ-VAE: the code before quantization)."""
+        return self.encode(x)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(x))

@@ -77,3 +77,8 @@ class VQVAE(TableObjective):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantize(x)[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The probes' features: the continuous code before quantization (the quantized one takes at most
+        codebook_size ** groups values, a coarser input for a linear head)."""
+        return self.encoder(x)

@@ -9,7 +9,11 @@ through `load_encoder`; each modality has its branch here.
   through its own loader); batches are normalized (B, C, S, S) floats; pooled = the encoder's own pooling;
 - speech: the exported speech encoder (`preprocessing.json` with `"modality": "speech"`, through
   `backbones.speech.load_speech_encoder`); batches are {"inputs": (B, L) waveform or (B, L, F) normalized frames,
-  "attention_mask": (B, L)}; pooled = the mean over real output frames.
+  "attention_mask": (B, L)}; pooled = the mean over real output frames;
+- autoencoder: an auto-encoder export (`config.json` of objectives/autoencoder_base.py, any modality, through
+  `ae_encoder.load_ae_encoder`); batches are (B, *shape) inputs preprocessed with the saved preprocessing
+  (`ae_encoder.ae_examples`); pooled = the bottleneck code (VAE: the mean; VQ-VAE: the code before
+  quantization), hidden states = the input, each hidden layer's activation, the code.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ IMAGE_LOADERS = {"igpt": "selfsup.backbones.igpt:load_igpt_encoder"}
 
 @dataclasses.dataclass
 class Encoder:
-    modality: str  # "text" | "image" | "speech"
+    modality: str  # "text" | "image" | "speech" | "autoencoder"
     model: Any  # text: an HF base model; image: a module (B, C, S, S) -> (B, D); speech: a SpeechEncoder
     folder: Path
     tokenizer: Any = None
@@ -37,8 +41,8 @@ class Encoder:
 
     def hidden_states(self, batch: Any) -> list:
         """Every layer's states: text [B, T, H] per layer (embeddings first); image per stage; speech [B, T, D]
-        per layer (the input projection first)."""
-        if self.modality == "image":
+        per layer (the input projection first); autoencoder per encoder layer (the input first)."""
+        if self.modality in ("image", "autoencoder"):
             return self.model.stages(batch)
         if self.modality == "speech":
             return self.model.layers(batch["inputs"], batch.get("attention_mask"))
@@ -47,8 +51,8 @@ class Encoder:
 
     def pooled(self, batch: Any, layer: int = -1, pooling: str = "mean"):
         """(B, D) features: text pooled over real tokens of `layer` (mean, cls = first, last = last real token);
-        image the encoder's pooled output."""
-        if self.modality == "image":
+        image the encoder's pooled output; autoencoder the bottleneck code."""
+        if self.modality in ("image", "autoencoder"):
             return self.model(batch)
         if self.modality == "speech":
             import torch
@@ -84,6 +88,10 @@ def export_modality(folder: Path) -> str | None:
 
 
 def _export_folder(model: str | Path, modality: str) -> Path | None:
+    from selfsup.adapt.core.ae_encoder import ae_export_folder
+
+    if ae_export_folder(model) is not None:  # an auto-encoder's preprocessing.json also says "image"
+        return None
     p = Path(model)
     for folder in (p / "model", p):
         if (folder / PREPROCESSING).is_file():
@@ -133,6 +141,12 @@ def load_text_encoder(model: str | Path) -> tuple[Any, Any]:
 
 def load_encoder(model: str | Path) -> Encoder:
     """The encoder of any selfsup run or HF folder, in eval mode."""
+    from selfsup.adapt.core.ae_encoder import ae_export_folder, load_ae_encoder
+
+    folder = ae_export_folder(model)
+    if folder is not None:
+        ae, prep = load_ae_encoder(folder)
+        return Encoder("autoencoder", ae, folder, preprocessing=prep)
     folder = image_export_folder(model)
     if folder is not None:
         encoder, prep = load_image_encoder(folder)
