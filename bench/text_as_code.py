@@ -14,7 +14,8 @@ in training, not even by the discriminator) reports:
   document order, seeded);
 * code statistics: distinct codes, words copied from the document, repeated words.
 
-    OMP_NUM_THREADS=1 python bench/text_as_code.py [--steps 500] [--lm-steps 400] [--out bench/results/text_as_code]
+    OMP_NUM_THREADS=1 python bench/text_as_code.py [--steps 500] [--lm-steps 400] [--also-weight 1.0]
+        [--out bench/results/text_as_code]   (finished runs in --out are reused)
 """
 from __future__ import annotations
 
@@ -87,6 +88,8 @@ def main() -> int:
     p.add_argument("--lm-steps", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench/results/text_as_code")
+    p.add_argument("--also-weight", type=float, action="append", default=[], metavar="W",
+                   help="one more row: the recipe with objective.adversarial_weight=W (repeatable)")
     args = p.parse_args()
     try:
         import rouge_score  # noqa: F401
@@ -115,7 +118,9 @@ def main() -> int:
                  "random-K": [" ".join(d[j] for j in np.sort(rng.choice(len(d), min(k, len(d)), replace=False)))
                               for d in held_docs]}
     rows: dict[str, dict] = {}
-    for name, extra in (("text-as-code", []), ("no discriminator", ["objective.adversarial_weight=0"])):
+    variants = [("text-as-code", []), ("no discriminator", ["objective.adversarial_weight=0"]),
+                *((f"adversarial weight {w:g}", [f"objective.adversarial_weight={w}"]) for w in args.also_weight)]
+    for name, extra in variants:
         run = out / name.replace(" ", "-")
         t0 = time.perf_counter()
         if not (run / "metrics.json").is_file():
