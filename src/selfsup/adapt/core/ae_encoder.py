@@ -37,11 +37,14 @@ def ae_export_folder(model: str | Path) -> Path | None:
 
 class AEEncoder(torch.nn.Module):
     """A loaded auto-encoder seen as an encoder: forward(x) -> (B, D) code, stages(x) -> every layer's states
-    (the input, each hidden layer after its activation, the encoder's output)."""
+    (the input, each hidden layer after its activation, the encoder's output). Only the encoder is a submodule
+    (every method's `features` reads `ae.encoder` alone), so a classifier on it trains and counts the encoder's
+    weights, not the decoder's; the whole auto-encoder stays reachable as `.ae` (its export)."""
 
     def __init__(self, ae: Any):
         super().__init__()
-        self.ae = ae
+        self.encoder = ae.encoder
+        self.__dict__["ae"] = ae  # not a submodule: the decoder and codebooks stay out of parameters()
 
     @property
     def preprocessor(self) -> Any:
@@ -62,7 +65,7 @@ class AEEncoder(torch.nn.Module):
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         states = [x]
-        for layer in self.ae.encoder:
+        for layer in self.encoder:
             x = layer(x)
             if isinstance(layer, ACTIVATION_TYPES):
                 states.append(x)

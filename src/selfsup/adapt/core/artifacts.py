@@ -31,6 +31,9 @@ def load_finetuned(model_dir: str | Path, with_method: bool = False):
     if info.get("kind") in KINDS and KINDS[info["kind"]].modality == "image":  # read by images.load_classifier
         raise SelfsupError(f"{folder}: a fine-tuned image classifier; `selfsup evaluate` / `predict` (or "
                            "transformers' AutoModelForImageClassification) read it, not this verb")
+    if info.get("kind") in KINDS and KINDS[info["kind"]].modality == "table":  # read by table_tasks
+        raise SelfsupError(f"{folder}: a fine-tuned table classifier; `selfsup evaluate` / `predict` read it, "
+                           "not this verb")
     speech = info.get("kind") in KINDS and KINDS[info["kind"]].modality == "speech"
     model, tok = method.load(folder, info, None if speech else load_tokenizer(folder))  # speech: no tokenizer
     return (model, tok, info, method) if with_method else (model, tok, info)

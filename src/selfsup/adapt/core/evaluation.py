@@ -112,12 +112,15 @@ def evaluate_finetuned(model_dir: str | Path, eval_file: str, out: str | Path | 
                        overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A fine-tuned model (from `selfsup finetune`) on a labeled file -> metrics (written to `out`, a JSON
     file path or a folder that gets `metrics.json`)."""
-    from selfsup.adapt.core import audio, images
+    from selfsup.adapt.core import audio, images, table_tasks
     from selfsup.adapt.core.runs import check_metrics_out
     from selfsup.adapt.core.tasks import check_labels, read_task
     from selfsup.data.memory import source_name
 
     check_metrics_out(out)
+    if table_tasks.is_table_classifier(model_dir):  # `finetune --task table-classification`: rows, saved scaling
+        return table_tasks.evaluate_table(model_dir, eval_file, out, label_column=label_column,
+                                          batch_size=batch_size, overrides=overrides)
     if images.is_classifier(model_dir):  # `finetune --task image-classification`: its own reader and head
         return images.evaluate_image(model_dir, eval_file, out, batch_size=batch_size, overrides=overrides)
     if audio.is_audio_classifier(model_dir):  # `finetune --task audio-classification`: clips, not text
@@ -181,10 +184,13 @@ def predict(model_dir: str | Path, source: str, *, text_column: str | None = Non
     Yields one dict per example, in input order; a file is read in windows of `SORT_WINDOW` batches whose
     examples run in length order (stdin: one batch at a time, so a pipe gets answers as it goes), so a long
     input never sits in memory whole."""
-    from selfsup.adapt.core import audio, images
+    from selfsup.adapt.core import audio, images, table_tasks
     from selfsup.adapt.core.tasks import read_task
     from selfsup.data.text import decoded_lines, inner_suffix
 
+    if table_tasks.is_table_classifier(model_dir):
+        yield from table_tasks.predict_table(model_dir, source, batch_size=batch_size, overrides=overrides)
+        return
     if images.is_classifier(model_dir):
         yield from images.predict_image(model_dir, source, batch_size=batch_size, overrides=overrides)
         return

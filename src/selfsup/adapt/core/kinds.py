@@ -23,7 +23,7 @@ class Columns:
 @dataclasses.dataclass(frozen=True)
 class TaskKind:
     name: str
-    modality: str  # "text" | "image" | "speech"
+    modality: str  # "text" | "image" | "speech" | "table"
     columns: Columns  # default column names of the task files
     auto_class: str | None  # transformers Auto class of the head (text and speech kinds)
     metric: str  # class name in selfsup.metrics
@@ -48,6 +48,8 @@ KINDS: dict[str, TaskKind] = {k.name: k for k in (
              None, "ClassificationMetrics", "accuracy", True, True),
     TaskKind("audio-classification", "speech", Columns("path", None, "label"),
              "AutoModelForAudioClassification", "ClassificationMetrics", "accuracy", True, True),
+    TaskKind("table-classification", "table", Columns("features", None, "label"),
+             None, "ClassificationMetrics", "accuracy", True, True),
 )}
 
 TASK_KINDS: tuple[str, ...] = tuple(KINDS)

@@ -90,7 +90,8 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     continues a killed run of the same command (`runs.over_seeds`). `symbol_map` (words, chars or a JSON/YAML
     file; `--set kmer=K` groups symbols) rewrites every text first and is saved with the model
     (`selfsup.data.symbol_map`)."""
-    from selfsup.adapt.core import audio, images
+    from selfsup.adapt.core import audio, images, table_tasks
+    from selfsup.adapt.core.ae_encoder import ae_export_folder
     from selfsup.adapt.core.tasks import subsample
     from selfsup.data.memory import source_name
     from selfsup.adapt.registry import check_requirements, get_method
@@ -101,6 +102,9 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
     if images.is_image_encoder(model) and task != images.IMAGE_TASK:
         raise SelfsupError(f"{model}: an image encoder; fine-tune it with --task {images.IMAGE_TASK}, not {task!r}")
     spec = task_kind(task)
+    if spec.modality != "table" and ae_export_folder(model) is not None:
+        raise SelfsupError(f"{model}: an auto-encoder; fine-tune it with --task {table_tasks.TABLE_TASK}, not "
+                           f"{task!r}")
     if spec.modality != "speech" and audio.is_speech_encoder(model):
         raise SelfsupError(f"{model}: a speech encoder; fine-tune it with --task {audio.AUDIO_TASK}, not {task!r}")
     if unlabeled is not None and not adapter.uses_unlabeled:
@@ -124,6 +128,12 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
             raise SelfsupError(f"--pair-column: not used by {task} (--text-column names the path column)")
         source = audio.encoder_folder(model)
         family = audio.encoder_family(source)
+    elif spec.modality == "table":
+        if text_column or pair_column:
+            raise SelfsupError(f"--text-column/--pair-column: not used by {task} (the auto-encoder's saved "
+                               "preprocessing names the feature columns)")
+        source = table_tasks.encoder_folder(model)
+        family = "autoencoder"
     else:
         from selfsup.adapt.core.models import model_type, resolve_checkpoint
 
@@ -136,6 +146,8 @@ def finetune(model: str | Path, task: str, train: str, eval: str, out: str | Pat
         data = images.load_image_data(train, eval, images.preprocessing(source))
     elif spec.modality == "speech":
         data = audio.load_audio_data(train, eval, audio.front_end(source), text_column, label_column)
+    elif spec.modality == "table":
+        data = table_tasks.load_table_data(train, eval, source, label_column)
     else:
         data = load_data(task, train, eval, columns_for(task, text_column, pair_column, label_column))
     smap = None if symbol_map is None else apply_symbol_map(symbol_map, data, source, cfg.kmer)

@@ -84,6 +84,10 @@ class AdaptMethod:
             from selfsup.adapt.core.audio import train_audio_seed
 
             return train_audio_seed(self, run, seed, folder, subset)
+        if run.kind.modality == "table":
+            from selfsup.adapt.core.table_tasks import train_table_seed
+
+            return train_table_seed(self, run, seed, folder, subset)
         return train_head(self, run, seed, folder, subset)
 
 
