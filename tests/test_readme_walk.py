@@ -55,7 +55,13 @@ PRETRAIN_SETS = {
     "tables": [f"--set={o}" for o in ("train.batch_size=32", "train.eval_every=1000", "train.checkpoint_every=1000",
                                       "train.warmup_steps=1")],
 }
-RECIPE_MODALITY = {"mlm": "text", "gpt": "text", "simclr": "images", "mockingjay": "speech", "vqvae": "tables"}
+PRETRAIN_SETS["voice"] = [f"--set={o}" for o in ("model.hidden_size=16", "model.num_blocks=1", "train.batch_size=8",
+                                                  "train.eval_every=1000", "train.checkpoint_every=1000",
+                                                  "train.warmup_steps=1")]
+PRETRAIN_SETS["summaries"] = [f"--set={o}" for o in ("train.batch_size=8", "train.eval_every=1000",
+                                                     "train.checkpoint_every=1000", "train.warmup_steps=1")]
+RECIPE_MODALITY = {"mlm": "text", "gpt": "text", "simclr": "images", "mockingjay": "speech", "vqvae": "tables",
+                   "adain_vc": "voice", "text_as_code": "summaries"}
 FINETUNE_SETS = ["--set=max_length=32", "--set=batch_size=16", "--no-progress"]
 
 
@@ -94,6 +100,8 @@ def tiny(argv: list[str]) -> list[str]:
         return argv + ["--clusters", "8"]
     if argv[:2] == ["anomaly", "fit"]:
         return argv + ["--max-steps", "3"]
+    if verb == "convert":
+        return argv + ["--iterations", "2"]
     return argv
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 from typing import Callable
 
 from selfsup.errors import SelfsupError
@@ -40,9 +41,9 @@ def _print_metrics(metrics: dict, out: str) -> None:
     keys = ["steps", "train_loss", "heldout_loss", "heldout_perplexity", "throughput_per_s"]
     shown = ", ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
                       for k in keys if metrics.get(k) is not None)
-    fmt = "safetensors + config.json + preprocessing.json" if metrics.get("model_type") == "mlp" else \
-        "Hugging Face format"
-    print(f"done: {shown}\nwrote {out}/model ({fmt}), {out}/metrics.json")
+    from selfsup.fileio import model_folder_format
+
+    print(f"done: {shown}\nwrote {out}/model ({model_folder_format(Path(out) / 'model')}), {out}/metrics.json")
 
 
 def _recipes(args: argparse.Namespace) -> int:

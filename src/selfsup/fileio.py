@@ -87,3 +87,16 @@ def try_lock(path: Path):
         f.close()
         return None
     return f
+
+
+def model_folder_format(folder: Path) -> str:
+    """How a written model folder is stored, for the line that names it: selfsup's own formats (auto-encoders,
+    voice conversion, text as code: a config.json with `"format": "selfsup-..."`) or Hugging Face format."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "Hugging Face format"
+    if isinstance(config, dict) and str(config.get("format", "")).startswith("selfsup-"):
+        extra = " + preprocessing.json" if (Path(folder) / "preprocessing.json").is_file() else ""
+        return f"safetensors + config.json{extra}"
+    return "Hugging Face format"

@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from selfsup.adapt.core.kinds import TASK_KINDS
+from selfsup.fileio import model_folder_format
 
 
 def _columns(p: argparse.ArgumentParser, label: bool = True) -> None:
@@ -44,7 +46,8 @@ def _finetune(args: argparse.Namespace) -> int:
     print(f"trainable parameters {m['trainable_parameters']:,} of {m['total_parameters']:,}"
           + (f" ({m['trainable_percent']:.2f}% of the backbone; artifact {m['artifact_bytes']:,} bytes)"
              if m.get("artifact_bytes") else ""))
-    print(f"wrote {args.out}/metrics.json" + (f", {args.out}/model (Hugging Face format)" if args.seeds == 1
+    fmt = model_folder_format(Path(args.out) / "model")
+    print(f"wrote {args.out}/metrics.json" + (f", {args.out}/model ({fmt})" if args.seeds == 1
                                                else f", {args.out}/seed-*/model"))
     return 0
 
