@@ -23,7 +23,7 @@ from selfsup.errors import SelfsupError
 ASSETS = Path(__file__).parent / "assets"
 MARKER = ".selfsup-demo"
 DEMO_RECIPE = "mlm_rope"
-DEMO_STEPS = 500  # of the recipe's 800: the whole demo stays within 5 minutes on 2 cores (334 s at 800, 310 s at 600 on a slow day)
+DEMO_STEPS = 600  # of the recipe's 800: 265-315 s for the whole demo on 2 cores (docs/benchmarks.md, the demo's wall time)
 
 
 def embedded_corpus() -> list[str]:
