@@ -100,3 +100,21 @@ def model_folder_format(folder: Path) -> str:
         extra = " + preprocessing.json" if (Path(folder) / "preprocessing.json").is_file() else ""
         return f"safetensors + config.json{extra}"
     return "Hugging Face format"
+
+
+def selfsup_model_folder(path: str | Path, fmt: str, what: str, hint: str) -> tuple[Path, dict]:
+    """A run folder or its `model/` holding model.safetensors + a config.json of selfsup's format `fmt` ->
+    (that folder, its config); anything else is a one-line error naming the path (`what`: "a voice-conversion
+    model", `hint`: how to make one)."""
+    from selfsup.errors import SelfsupError
+
+    p = Path(path)
+    for cand in (p, p / "model"):
+        if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
+            try:
+                config = json.loads((cand / "config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise SelfsupError(f"{cand / 'config.json'}: unreadable ({type(e).__name__}: {e})") from None
+            if isinstance(config, dict) and config.get("format") == fmt:
+                return cand, config
+    raise SelfsupError(f"{path}: not {what} (no {fmt} config.json + model.safetensors there or in model/; {hint})")

@@ -21,24 +21,8 @@ from selfsup.config import bounded
 from selfsup.diagnostics import codebook_health
 from selfsup.errors import SelfsupError
 from selfsup.objectives.autoencoder_base import TableObjective, row_error
+from selfsup.objectives.discrete_codes import annealed_temperature, gumbel_onehot  # noqa: F401 (also exported here)
 from selfsup.registry import register_objective
-
-
-def gumbel_onehot(logits: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
-    """A straight-through Gumbel-softmax sample over the last axis: exactly one-hot forward, the soft sample's
-    gradient backward. The soft sample is torch's `F.gumbel_softmax`; the straight-through step is written
-    `one_hot + (soft - soft.detach())` rather than torch's `hard=True` (`one_hot - soft.detach() + soft`),
-    the same gradient but a forward value of exactly 1 (torch's can round off 1 by one ulp)."""
-    import torch.nn.functional as F
-
-    soft = F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
-    hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
-    return hard + (soft - soft.detach())
-
-
-def annealed_temperature(step: int, max_steps: int, tau_start: float, tau_end: float) -> float:
-    """Exponential decay from tau_start (step 0) to tau_end (step max_steps and after)."""
-    return tau_start * (tau_end / tau_start) ** min(1.0, step / max(1, max_steps))
 
 
 @register_objective("onehot_autoencoder")

@@ -29,8 +29,9 @@ from selfsup.config import bounded
 from selfsup.data.summaries import BOS, EOS, PAD, SPECIALS, SummaryDataConfig, WordVocab, read_pairs, \
     real_sentences, words
 from selfsup.errors import SelfsupError
+from selfsup.fileio import selfsup_model_folder
 from selfsup.objectives.base import Objective, Prepared, split_indices
-from selfsup.objectives.onehot_autoencoder import annealed_temperature, gumbel_onehot
+from selfsup.objectives.discrete_codes import annealed_temperature, gumbel_onehot
 from selfsup.registry import register_objective
 
 MODEL_FORMAT = "selfsup-text-as-code"
@@ -169,17 +170,8 @@ def load_text_as_code(path: str | Path) -> TextAsCode:
 
     from selfsup.recipes import load_recipe
 
-    p = Path(path)
-    folder = next((c for c in (p, p / "model") if (c / "config.json").is_file()
-                   and (c / "model.safetensors").is_file()), None)
-    if folder is None:
-        raise SelfsupError(f"{path}: no text-as-code model (model.safetensors + config.json) there or in model/")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        config = None
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:  # unreadable, or another model
-        raise SelfsupError(f"{folder}/config.json: not a {MODEL_FORMAT} model")
+    folder, config = selfsup_model_folder(path, MODEL_FORMAT, "a text-as-code model",
+                                          "train one with `selfsup pretrain text_as_code`")
     model = TextAsCode(load_recipe(config["recipe"]), Prepared([], [], {"vocab": WordVocab(config["vocab"])}))
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     return model.eval()

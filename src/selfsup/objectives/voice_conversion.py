@@ -25,6 +25,7 @@ from selfsup.backbones.adain_vc import AdainVC
 from selfsup.config import bounded
 from selfsup.data.audio import AudioFrontEnd
 from selfsup.errors import SelfsupError
+from selfsup.fileio import selfsup_model_folder
 from selfsup.objectives.base import Objective, Prepared
 from selfsup.objectives.speech_base import SpeechObjective, lengths_mask
 from selfsup.objectives.speech_reconstruction import masked_l1
@@ -114,17 +115,8 @@ class AdainVCObjective(SpeechObjective):
 
 def vc_model_folder(path: str | Path) -> Path:
     """A voice-conversion run folder or its `model/` -> the folder holding config.json and the weights."""
-    p = Path(path)
-    for cand in (p, p / "model"):
-        if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
-            try:
-                fmt = json.loads((cand / "config.json").read_text()).get("format")
-            except (OSError, ValueError, AttributeError) as e:
-                raise SelfsupError(f"{cand / 'config.json'}: unreadable ({type(e).__name__}: {e})") from None
-            if fmt == MODEL_FORMAT:
-                return cand
-    raise SelfsupError(f"{path}: not a voice-conversion model (no {MODEL_FORMAT} config.json + model.safetensors "
-                       "there or in model/; train one with `selfsup pretrain adain_vc`)")
+    return selfsup_model_folder(path, MODEL_FORMAT, "a voice-conversion model",
+                                "train one with `selfsup pretrain adain_vc`")[0]
 
 
 def load_vc_model(path: str | Path) -> AdainVCObjective:
