@@ -20,18 +20,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # several test processes share the co
 
     torch.set_num_threads(1)
 
-# the slowest files first (from `pytest --durations`): xdist hands out whole files (--dist loadfile) in collection
-# order, so a slow file collected last keeps one worker busy alone at the end
-SLOW_FILES_FIRST = ("test_adapt_resume.py", "test_soak.py", "test_images_igpt.py", "test_run_folders.py",
-                    "test_demo.py", "test_training.py", "test_adapt_audio.py", "test_speech_objectives_b.py",
-                    "test_streaming.py", "test_speech_objectives_c.py", "test_distributed_images.py", "test_align.py")
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order is kept
-
-
 # a model small enough that a few dozen steps take seconds on 2 CPU cores
 TINY = ["model.hidden_size=64", "model.num_heads=2", "model.intermediate_size=128", "model.max_length=64",
         "data.block_size=64", "data.tokenizer.vocab_size=2000", "train.batch_size=16", "train.eval_every=1000",
