@@ -373,6 +373,13 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
     return FitResult(res["history"], res["eval"], res["steps"], epochs, res["best_epoch"])
 
 
+def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Cross-entropy and batch accuracy of a classifier's logits: the `loss_fn` body of the image and table tasks."""
+    logits = logits.float()
+    return {"loss": torch.nn.functional.cross_entropy(logits, target),
+            "accuracy": (logits.argmax(-1) == target).float().mean().detach()}
+
+
 def frozen_norms_eval(model) -> None:
     """BatchNorm layers whose parameters are all frozen keep (and use) their pretrained statistics."""
     for module in model.modules():

@@ -115,7 +115,7 @@ def train_table_seed(method, run, seed: int, out: Path, subset: list) -> dict[st
     head alone), trained by the shared fitting loop."""
     import dataclasses
 
-    from selfsup.adapt.core.fit import fit, frozen_norms_eval
+    from selfsup.adapt.core.fit import classification_loss, fit, frozen_norms_eval
     from selfsup.adapt.core.models import count_parameters
     from selfsup.adapt.core.runs import seed_record, write_seed
 
@@ -142,9 +142,7 @@ def train_table_seed(method, run, seed: int, out: Path, subset: list) -> dict[st
                 "target": torch.tensor([f["label"] for f in chunk], device=device)}
 
     def loss_fn(m, batch):
-        logits = m(batch["x"]).float()
-        loss = torch.nn.functional.cross_entropy(logits, batch["target"])
-        return {"loss": loss, "accuracy": (logits.argmax(-1) == batch["target"]).float().mean().detach()}
+        return classification_loss(m(batch["x"]), batch["target"])
 
     started = time.perf_counter()
     result = fit(model, feats, cfg, lr=lr, seed=seed, loss_fn=loss_fn, collate_fn=collate,
