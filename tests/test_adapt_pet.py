@@ -134,9 +134,9 @@ def test_pet_run_writes_its_parts_and_the_final_classifier_learns_the_soft_label
     soft = torch.tensor([[r["probabilities"][lab] for lab in m["labels"]] for r in rows])
     assert soft.shape == (40, 2) and bool((soft >= 0).all())
     assert torch.allclose(soft.sum(1), torch.ones(40), atol=1e-5)
-    # the trained PVPs are not indifferent (0.5): there is something to learn. Measured 0.58 in some checkouts and
-    # above 0.6 in others of the same commit (an environment-dependent difference not yet found), so 0.55
-    assert soft.max(1).values.mean() > 0.55
+    # the trained PVPs are not indifferent (0.5): there is something to learn (0.89 here; it varied from 0.50 to
+    # 0.72 from one process to the next while the tokenizer's ids did: tests/test_tokenizer.py)
+    assert soft.max(1).values.mean() > 0.6
     from selfsup.adapt.core.kinds import Columns
     from selfsup.adapt.core.tasks import read_task
 

@@ -32,6 +32,26 @@ class TokenizerConfig:
             raise SelfsupError("pretrained: required when kind is 'pretrained'")
 
 
+def _canonical_ids(tok):
+    """The same tokens with ids that depend only on the vocabulary: special tokens first, then by length and text.
+
+    `tokenizers` (0.23) numbers the continuing-subword (`##x`) and end-of-word (`x</w>`) tokens in hash-map order,
+    so two trainings on the same text give the same vocabulary under different ids (huggingface/tokenizers#1794,
+    fix proposed in #2066) and a model initialized with one seed differs. On large vocabularies the hash order
+    can also break ties between equally frequent merges differently, which no renumbering can undo."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tok.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    rest = sorted((t for t in vocab if t not in SPECIAL_TOKENS), key=lambda t: (len(t), t))
+    spec["model"]["vocab"] = ids = {t: i for i, t in enumerate([t for t in SPECIAL_TOKENS if t in vocab] + rest)}
+    for added in spec.get("added_tokens") or []:
+        added["id"] = ids[added["content"]]
+    return Tokenizer.from_str(json.dumps(spec))
+
+
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], add_cls_sep: bool = True):
     """Train a tokenizer on `texts` and return it as a `PreTrainedTokenizerFast`."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -63,6 +83,8 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str], add_cls_sep: boo
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.get_vocab_size() <= len(SPECIAL_TOKENS) + 1:
         raise SelfsupError("data: too little text to train a tokenizer")
+    if cfg.kind != "byte-level-bpe":  # byte-level BPE registers its whole alphabet first: its ids are stable
+        tok = _canonical_ids(tok)
     if add_cls_sep:
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
