@@ -34,7 +34,8 @@ def _clean_stale(out: Path, resume: bool) -> None:
     """Temp files of a write that a kill interrupted go; a run killed before its first checkpoint restarts."""
     import shutil
 
-    for tmp in list((out / "checkpoints").glob(".*")) if (out / "checkpoints").is_dir() else []:
+    checkpoint_tmps = list((out / "checkpoints").glob(".*")) if (out / "checkpoints").is_dir() else []
+    for tmp in checkpoint_tmps + list(out.glob(".*.tmp.*")):  # `.model.tmp.*`: an export (fileio's atomic folder)
         (shutil.rmtree if tmp.is_dir() else Path.unlink)(tmp)
     if _interrupted_start(out):
         info(f"{out} holds a run killed before its first checkpoint; starting it again")
