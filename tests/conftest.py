@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -88,11 +89,89 @@ def tuned_bert(tmp_path_factory, tiny_bert) -> Path:
     return d / "bb"
 
 
-def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m selfsup ARGS` in a fresh process (as a user would)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+def run_cli(*args: str, timeout: int = 300, env: dict | None = None,
+            fresh_process: bool = False) -> subprocess.CompletedProcess:
+    """Run `selfsup ARGS` as a user would and return its exit status, stdout and stderr.
+
+    By default the CLI's `main` runs in this test process with file descriptors 1 and 2 (and sys.stdout /
+    sys.stderr) sent to files, and the process state a run may change (environment, working folder, torch
+    threads and RNGs, warning filters) restored afterwards: a fresh `python -m selfsup` pays ~6 s of imports
+    per call on 2 cores, most of the suite's time. `fresh_process=True`, an `env`, SELFSUP_TESTS_FRESH=1, or a
+    multi-process run (DDP re-launches the running program) start `python -m selfsup` instead; `timeout`
+    applies only there."""
+    ddp = any(re.search(r"train\.(devices=(?!1$)|num_nodes=(?!1$)|strategy=ddp)", a) for a in args)
+    if fresh_process or ddp or env or os.environ.get("SELFSUP_TESTS_FRESH") == "1":
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True,
+                              timeout=timeout, env=full_env)
+    return _run_cli_here(list(args))
+
+
+def _run_cli_here(argv: list[str]) -> subprocess.CompletedProcess:
+    """`selfsup.cli.main(argv)` with fds 1/2 captured and the process state restored (see run_cli)."""
+    import io
+    import random
+    import traceback
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from selfsup.cli import main
+
+    saved = {"environ": dict(os.environ), "cwd": os.getcwd(), "threads": torch.get_num_threads(),
+             "torch_rng": torch.random.get_rng_state(), "np_rng": np.random.get_state(),
+             "py_rng": random.getstate(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+             "dtype": torch.get_default_dtype(), "argv": sys.argv}
+    files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fds = [os.dup(1), os.dup(2)]
+    streams = (sys.stdout, sys.stderr)
+    os.dup2(files[0].fileno(), 1)
+    os.dup2(files[1].fileno(), 2)
+    sys.stdout = io.TextIOWrapper(open(os.dup(1), "wb", buffering=0), encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(open(os.dup(2), "wb", buffering=0), encoding="utf-8", write_through=True)
+    sys.argv = ["selfsup", *argv]
+    try:
+        with warnings.catch_warnings():
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - a crash is what a user's process would print and exit 1 on
+                traceback.print_exc()
+                code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            stream.close()
+        sys.stdout, sys.stderr = streams
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in fds:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(saved["environ"])
+        os.chdir(saved["cwd"])
+        torch.set_num_threads(saved["threads"])
+        torch.random.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["np_rng"])
+        random.setstate(saved["py_rng"])
+        torch.use_deterministic_algorithms(saved["deterministic"])
+        torch.set_default_dtype(saved["dtype"])
+        sys.argv = saved["argv"]
+    out, err = (_read_and_close(f) for f in files)
+    return subprocess.CompletedProcess(["selfsup", *argv], code or 0, out, err)
+
+
+def _read_and_close(f) -> str:
+    f.seek(0)
+    text = f.read().decode("utf-8", "replace")
+    f.close()
+    return text
 
 
 SPEECH_WORDS = "selfsup:speech-words"  # 10 command words x 8 voices x 3 speeds, eSpeak NG (src/selfsup/assets)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import run_cli
 from selfsup import pretrain
 from selfsup.adapt.core import audio
 from selfsup.adapt.core.artifacts import load_finetuned
@@ -96,8 +95,7 @@ def test_full_fine_tuning_recognizes_words_of_unseen_voices_and_loads_in_plain_t
     assert [p["label"] for p in preds] == [m["labels"][i] for i in a.argmax(-1).tolist()]
     assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in preds)
     clip = _rows(ev)[0]["path"]  # split_manifest writes absolute paths
-    r = subprocess.run([sys.executable, "-m", "selfsup", "predict", "--model", str(out), clip], capture_output=True,
-                       text=True)
+    r = run_cli("predict", "--model", str(out), clip)
     assert r.returncode == 0, r.stderr
     (one,) = [json.loads(line) for line in r.stdout.splitlines()]
     assert one["label"] == preds[0]["label"] and one["clip"] == clip
@@ -192,10 +190,6 @@ def test_crop_seconds_trains_on_random_windows(mockingjay, words, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- bad inputs
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True)
-
 
 def test_methods_that_make_no_sense_for_audio_refuse_in_one_line(mockingjay, words, tmp_path):
     train, ev = words
