@@ -35,3 +35,15 @@ def test_demo_runs_end_to_end_and_protects_other_folders(tmp_path):
     res = run_cli("demo", "--out", str(other), "--steps", "2")
     assert res.returncode == 2 and "not a demo run" in res.stderr
     assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_the_downstream_curves_average_the_label_draws():
+    from selfsup.demo import mean_history
+
+    runs = {"runs": [{"history": [{"epoch": 1, "train_loss": 0.7}, {"epoch": 2, "train_loss": 0.5, "accuracy": 0.6}]},
+                     {"history": [{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": 0.3, "accuracy": 0.8}]}]}
+    rows = mean_history(runs)
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0]["train_loss"] == 0.8
+    assert abs(rows[1]["train_loss"] - 0.4) < 1e-12 and abs(rows[1]["accuracy"] - 0.7) < 1e-12
+    one = {"history": [{"epoch": 1, "train_loss": 0.7}]}
+    assert mean_history(one) == one["history"]

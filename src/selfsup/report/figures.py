@@ -37,8 +37,10 @@ def plot_history(curves: Mapping[str, Sequence[dict]], path: str | Path, metric:
         color = f"C{i}"
         epochs = [r["epoch"] for r in rows]
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", color=color, label=f"{name} train", ms=3)
-        ax_loss.plot(epochs, [r.get("eval_loss") for r in rows], "--s", color=color, label=f"{name} eval", ms=3)
-        ax_metric.plot(epochs, [r.get(metric) for r in rows], "-o", color=color, label=name, ms=3)
+        for ax, key, style, label in ((ax_loss, "eval_loss", "--s", f"{name} eval"), (ax_metric, metric, "-o", name)):
+            evaluated = [r for r in rows if r.get(key) is not None]  # `eval_every` > 1: join the epochs evaluated
+            ax.plot([r["epoch"] for r in evaluated], [r[key] for r in evaluated], style, color=color, label=label,
+                    ms=3)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("loss" + (f" — {title}" if title else ""))
