@@ -21,6 +21,20 @@ def test_help_imports_nothing_heavy():
         assert verb in help_text
 
 
+def test_a_missing_data_path_is_refused_before_torch_is_imported(tmp_path):
+    code = ("import sys; from selfsup.cli import main; "
+            f"rc = main(['pretrain', 'mlm', '--data', {str(tmp_path / 'typo.txt')!r}, '--out', {str(tmp_path / 'o')!r}]); "
+            "print(rc, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split() == ["2", "False"], r.stderr
+    assert r.stderr.strip() == f"selfsup: error: {tmp_path / 'typo.txt'}: no such file or folder"
+    assert not (tmp_path / "o").exists()
+    code = code.replace("'pretrain', 'mlm', '--data'", "'finetune', '--model', 'bert-base-uncased', '--task', "
+                        "'sequence-classification', '--eval', 'e.jsonl', '--train'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split() == ["2", "False"], r.stderr
+
+
 def test_recipes_lists_names_with_descriptions():
     res = run_cli("recipes")
     assert res.returncode == 0

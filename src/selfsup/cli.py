@@ -20,6 +20,10 @@ VERB_MODULES: tuple[str, ...] = ("selfsup.evaluation.cli", "selfsup.adapt.cli", 
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    if not args.print_config:
+        from selfsup.fileio import check_local_paths
+
+        check_local_paths(args.data)  # a typo is an error before torch is imported
     from selfsup.engine.pretrain import pretrain
 
     if args.print_config:  # the resolved recipe only: no data read, nothing written

@@ -89,6 +89,19 @@ def try_lock(path: Path):
     return f
 
 
+def check_local_paths(sources) -> None:
+    """Each source that is neither `-` (stdin) nor scheme-prefixed (`hf:`, `selfsup:`, `sklearn:` …; their readers
+    check those) must exist: the CLI calls this before importing torch, so a typo costs no wait."""
+    import re
+
+    from selfsup.errors import SelfsupError
+
+    for source in sources or []:
+        if source and source != "-" and not re.match(r"^[A-Za-z][\w.+-]*:", str(source)) \
+                and not Path(source).exists():
+            raise SelfsupError(f"{source}: no such file or folder")
+
+
 def model_folder_format(folder: Path) -> str:
     """How a written model folder is stored, for the line that names it: selfsup's own formats (auto-encoders,
     voice conversion, text as code: a config.json with `"format": "selfsup-..."`) or Hugging Face format."""

@@ -27,6 +27,10 @@ def _fmt(metrics: dict) -> str:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    if not args.print_config:
+        from selfsup.fileio import check_local_paths
+
+        check_local_paths([args.train, args.eval, args.unlabeled])  # before torch: a typo costs no wait
     from selfsup.adapt.core.run import finetune
 
     if args.print_config:
