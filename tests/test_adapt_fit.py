@@ -147,8 +147,10 @@ def test_a_missing_optional_package_is_a_pip_install_line(monkeypatch, tmp_path,
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
-    code = main(["finetune", "--model", str(tmp_path), "--task", "sequence-classification", "--train", "x.jsonl",
-                 "--eval", "x.jsonl", "--out", str(tmp_path / "run"), "--method", "lora"])
+    data = tmp_path / "x.jsonl"  # a file that exists: a missing one is refused first (test_cli.py)
+    data.write_text('{"text": "Anne walked.", "label": "a"}\n')
+    code = main(["finetune", "--model", str(tmp_path), "--task", "sequence-classification", "--train", str(data),
+                 "--eval", str(data), "--out", str(tmp_path / "run"), "--method", "lora"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "pip install 'selfsup[peft]'" in err
     assert not (tmp_path / "run").exists()
