@@ -141,7 +141,7 @@ def _run_cli_here(argv: list[str]) -> subprocess.CompletedProcess:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
                 if not isinstance(e.code, (int, type(None))):
                     print(e.code, file=sys.stderr)
-            except BaseException:  # noqa: BLE001 - a crash is what a user's process would print and exit 1 on
+            except Exception:  # a crash: what a user's process would print before exiting 1
                 traceback.print_exc()
                 code = 1
     finally:
