@@ -89,18 +89,17 @@ def tuned_bert(tmp_path_factory, tiny_bert) -> Path:
     return d / "bb"
 
 
-def run_cli(*args: str, timeout: int = 300, env: dict | None = None,
-            fresh_process: bool = False) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `selfsup ARGS` as a user would and return its exit status, stdout and stderr.
 
     By default the CLI's `main` runs in this test process with file descriptors 1 and 2 (and sys.stdout /
     sys.stderr) sent to files, and the process state a run may change (environment, working folder, torch
     threads and RNGs, warning filters) restored afterwards: a fresh `python -m selfsup` pays ~6 s of imports
-    per call on 2 cores, most of the suite's time. `fresh_process=True`, an `env`, SELFSUP_TESTS_FRESH=1, or a
-    multi-process run (DDP re-launches the running program) start `python -m selfsup` instead; `timeout`
-    applies only there."""
+    per call on 2 cores, most of the suite's time. An `env`, SELFSUP_TESTS_FRESH=1, or a multi-process run
+    (`train.devices`/`num_nodes` > 1 or `strategy=ddp`: DDP re-launches the running program) start
+    `python -m selfsup` instead; `timeout` applies only there."""
     ddp = any(re.search(r"train\.(devices=(?!1$)|num_nodes=(?!1$)|strategy=ddp)", a) for a in args)
-    if fresh_process or ddp or env or os.environ.get("SELFSUP_TESTS_FRESH") == "1":
+    if ddp or env or os.environ.get("SELFSUP_TESTS_FRESH") == "1":
         full_env = {**os.environ, **(env or {})}
         return subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True, text=True,
                               timeout=timeout, env=full_env)

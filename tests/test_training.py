@@ -142,7 +142,7 @@ def test_two_process_ddp_matches_one_process(persuasion, tmp_path):
     one = run_cli(*common, "--out", str(tmp_path / "one"), *sets)
     assert one.returncode == 0, one.stderr[-2000:]
     two = run_cli(*common, "--out", str(tmp_path / "two"), *sets, "--set=train.devices=2",
-                  "--set=train.strategy=ddp", fresh_process=True)  # DDP re-launches the running program
+                  "--set=train.strategy=ddp")  # run_cli starts a process for DDP
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert sorted(a) == sorted(b) and len(a) == 8
