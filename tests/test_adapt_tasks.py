@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from selfsup.adapt.core.kinds import columns_for
 from selfsup.adapt.core.tasks import (IGNORE, TaggedSentence, TextExample, first_piece_index, first_piece_labels,
                                       join_words, read_task, subsample, token_word_ids)
 from selfsup.data.austen import (austen_comma_task, austen_mark_task, austen_novels_task, austen_speech_task,
-                                 quoted_spans)
+                                 austen_truecase_task, quoted_spans)
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 
@@ -154,3 +155,19 @@ def test_austen_comma_task_tags_the_words_a_comma_followed_and_removes_the_comma
     s = train[0]  # the tagged words, with commas put back where tagged, occur in the novel
     rebuilt = " ".join(w + ("," if t == "comma" else "") for w, t in zip(s.words, s.tags))
     assert rebuilt.split(",")[0] in " ".join(text.split())
+
+
+def test_austen_truecase_task_tags_the_words_the_author_capitalized_and_lowercases_them(tmp_path):
+    from selfsup.adapt.core.tasks import read_conll
+
+    info = austen_truecase_task(tmp_path, train_sentences=60, eval_sentences=20, novels=["persuasion"])
+    train, ev = read_conll(info["train"]), read_conll(info["eval"])
+    assert len(train) == 60 and len(ev) == 20
+    words = [w for s in train + ev for w in s.words]
+    assert all(w == w.lower() for w in words) and not any(c in w for w in words for c in ',;."')
+    assert all(set(s.tags) <= {"Cap", "-"} and s.tags[0] == "Cap" for s in train + ev)  # a sentence starts capitalized
+    tagged = {(w, t) for s in train for w, t in zip(s.words[1:], s.tags[1:])}
+    assert ("wentworth", "Cap") in tagged or ("anne", "Cap") in tagged  # names inside a sentence
+    assert ("the", "-") in tagged
+    again = austen_truecase_task(tmp_path / "again", train_sentences=60, eval_sentences=20, novels=["persuasion"])
+    assert Path(again["train"]).read_text() == Path(info["train"]).read_text()  # reproducible from its seed

@@ -1,6 +1,7 @@
 """Real labeled tasks made from the embedded Austen corpus (no download): which novel a passage is from,
 whether a sentence is a character's speech or the narrator's (labeled by the author's own quotation marks),
-and whether it is a question / an exclamation or a statement (labeled by the author's own punctuation)."""
+whether it is a question / an exclamation or a statement (labeled by the author's own punctuation), and two
+word-tagging tasks: which words a comma followed, and which words she capitalized (truecasing)."""
 from __future__ import annotations
 
 import json
@@ -185,18 +186,12 @@ def austen_mark_task(out_dir: str | Path, mark: str, *, min_words: int = 5, trai
     return _write_balanced(out, pools, train_per_class, eval_per_class, rng)
 
 
-def austen_comma_task(out_dir: str | Path, *, min_words: int = 6, train_sentences: int = 600,
-                      eval_sentences: int = 300, eval_fraction: float = 0.2, seed: int = 0,
-                      novels: Iterable[str] = NOVELS) -> dict[str, Any]:
-    """A real POS-style tagging task labeled by the author's own punctuation: is this word followed by a comma
-    (`comma`) or not (`-`)? The commas (and the sentence's other punctuation) are removed from the input words,
-    so the tagger must find clause and phrase boundaries from the words (syntax, not vocabulary).
-
-    Sentences (>= `min_words` words, quotes removed) of the first (1 - eval_fraction) of each novel's paragraphs
-    give training sentences, the rest evaluation ones; writes `train.conll` and `eval.conll` (`word<TAB>tag`).
-    """
+def _tagged_sentence_task(out_dir: str | Path, name: str, tag_words, keep, *, min_words: int, train_sentences: int,
+                          eval_sentences: int, eval_fraction: float, seed: int, novels: Iterable[str]) -> dict[str, Any]:
+    """Sentences (>= `min_words` words, quotes removed) of the first (1 - eval_fraction) of each novel's paragraphs
+    give training sentences, the rest evaluation ones; `tag_words(raw tokens) -> [(word, tag)]`, `keep(tagged)`
+    filters; writes `train.conll` and `eval.conll` (`word<TAB>tag`, a blank line between sentences)."""
     import random
-    import re
 
     from selfsup.data.text import split_sentences
     from selfsup.fileio import atomic_write_text
@@ -206,18 +201,53 @@ def austen_comma_task(out_dir: str | Path, *, min_words: int = 6, train_sentence
     pools: dict[str, list[list[tuple[str, str]]]] = {"train": [], "eval": []}
     for _, split, para in _split_paragraphs(None, novels, eval_fraction):
         for sentence in split_sentences(para.replace('"', " ")):
-            tagged = []
-            for token in sentence.split():
-                word = re.sub(r"^[^\w]+|[^\w]+$", "", token)
-                if word:
-                    tagged.append((word, "comma" if token.rstrip("'\u2019)").endswith(",") else "-"))
-            if len(tagged) >= min_words and any(t == "comma" for _, t in tagged[:-1]):
+            tagged = tag_words(sentence.split())
+            if len(tagged) >= min_words and keep(tagged):
                 pools[split].append(tagged)
     files = {}
     for split, want in (("train", train_sentences), ("eval", eval_sentences)):
         if len(pools[split]) < want:
-            raise SelfsupError(f"comma: only {len(pools[split])} {split} sentences, {want} asked for")
+            raise SelfsupError(f"{name}: only {len(pools[split])} {split} sentences, {want} asked for")
         chosen = rng.sample(pools[split], want)
         files[split] = out / f"{split}.conll"
         atomic_write_text(files[split], "\n".join("".join(f"{w}\t{t}\n" for w, t in s) for s in chosen))
     return {"train": str(files["train"]), "eval": str(files["eval"])}
+
+
+def _bare_word(token: str) -> str:
+    import re
+
+    return re.sub(r"^[^\w]+|[^\w]+$", "", token)
+
+
+def austen_comma_task(out_dir: str | Path, *, min_words: int = 6, train_sentences: int = 600,
+                      eval_sentences: int = 300, eval_fraction: float = 0.2, seed: int = 0,
+                      novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """A real POS-style tagging task labeled by the author's own punctuation: is this word followed by a comma
+    (`comma`) or not (`-`)? The commas (and the sentence's other punctuation) are removed from the input words,
+    so the tagger must find clause and phrase boundaries from the words (syntax, not vocabulary). Only sentences
+    with a comma before their last word are kept. Files as `_tagged_sentence_task`.
+    """
+    def tag(tokens: list[str]) -> list[tuple[str, str]]:
+        return [(w, "comma" if t.rstrip("'\u2019)").endswith(",") else "-") for t in tokens if (w := _bare_word(t))]
+
+    return _tagged_sentence_task(out_dir, "comma", tag, lambda tagged: any(t == "comma" for _, t in tagged[:-1]),
+                                 min_words=min_words, train_sentences=train_sentences, eval_sentences=eval_sentences,
+                                 eval_fraction=eval_fraction, seed=seed, novels=novels)
+
+
+def austen_truecase_task(out_dir: str | Path, *, min_words: int = 6, train_sentences: int = 600,
+                         eval_sentences: int = 300, eval_fraction: float = 0.2, seed: int = 0,
+                         novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """Truecasing (Lita et al., 2003, "tRuEcasIng"), labeled by the author's own capitals: the words are given in
+    lower case with their punctuation removed, and each is tagged `Cap` (the author capitalized it: a sentence
+    start, a name, a title, "I") or `-`. Beyond the first word the tagger must know which words are names and
+    titles in context ("miss", "bath", "hall"), a lexical and contextual token task. Files as
+    `_tagged_sentence_task`.
+    """
+    def tag(tokens: list[str]) -> list[tuple[str, str]]:
+        return [(w.lower(), "Cap" if w[0].isupper() else "-") for t in tokens if (w := _bare_word(t))]
+
+    return _tagged_sentence_task(out_dir, "truecase", tag, lambda tagged: True, min_words=min_words,
+                                 train_sentences=train_sentences, eval_sentences=eval_sentences,
+                                 eval_fraction=eval_fraction, seed=seed, novels=novels)
