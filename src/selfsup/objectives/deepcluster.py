@@ -133,7 +133,7 @@ class DeepCluster(ImageObjective):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.training and int(self.clustered_epoch) != int(self.epoch):
             self.recluster()
-        x1 = self.two_views(batch["images"])[0] if self.training else self.normalize(self.to_unit(batch["images"]))
+        x1 = self.views(batch["images"], 1)[0] if self.training else self.normalize(self.to_unit(batch["images"]))
         h = self.encoder(x1)
         logits = self.head(h)
         self.remember(h, batch["labels"])

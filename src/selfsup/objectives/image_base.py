@@ -120,15 +120,20 @@ class ImageObjective(Objective):
                                   view_seed(self.recipe.train.seed, int(self.micro_step), view), x.device)
         return apply_view_params(pipeline, x, slice_view_params(params, rank() * b, (rank() + 1) * b))
 
-    def two_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two independent SimCLR augmentations of the batch, normalized for the encoder."""
+    def views(self, images: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """`n` independent augmentations of the batch, normalized for the encoder (view i is the same whatever n)."""
         x = self.to_unit(images)
         if self.split_invariant():
-            v1, v2 = self.global_view(self.augment, x, 0), self.global_view(self.augment, x, 1)
+            out = [self.global_view(self.augment, x, i) for i in range(n)]
         else:
             with eval_seeded(images, self.training, self.recipe.train.seed):
-                v1, v2 = self.augment(x), self.augment(x)
-        return self.normalize(v1), self.normalize(v2)
+                out = [self.augment(x) for _ in range(n)]
+        return [self.normalize(v) for v in out]
+
+    def two_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independent SimCLR augmentations of the batch, normalized for the encoder."""
+        v1, v2 = self.views(images, 2)
+        return v1, v2
 
     def remember(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Leave backbone features for the online probe and the collapse diagnostics."""
