@@ -117,3 +117,17 @@ def test_moco_queue_is_fifo_and_excludes_the_current_batch(tmp_path):
     assert logits.shape == (4, 9)
     assert torch.allclose(model.queue[:4], kn) and torch.equal(model.queue[4:], before[4:])
     assert int(model.queue_ptr) == 4
+
+
+def test_view_i_is_the_same_however_many_views_are_drawn_so_deepcluster_draws_one():
+    from selfsup.objectives.deepcluster import DeepCluster
+    from selfsup.recipes import load_recipe
+
+    recipe = load_recipe("deepcluster", TINY)
+    model = DeepCluster(recipe, DeepCluster.prepare(recipe, ["sklearn:digits"])).train()
+    images = torch.from_numpy(np.stack([model.examples[i][0] for i in range(6)]))
+    model.micro_step = 3  # a training step: views seeded by (seed, step, view index)
+    one, (first, second) = model.views(images, 1), model.two_views(images)
+    assert len(one) == 1 and torch.equal(one[0], first) and not torch.allclose(first, second)
+    model.micro_step = 4
+    assert not torch.allclose(model.views(images, 1)[0], first)  # the next step draws a new view
