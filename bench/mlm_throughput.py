@@ -34,6 +34,7 @@ The `exec %` column instead counts the FLOPs each method actually executes (HF c
 head at all T positions, selfsup at the masked ones), against the best sample.
 
 Usage:  python bench/mlm_throughput.py [--steps 40] [--repeats 3] [--batch-size 32] [--threads N]
+                                      [--hidden 512 [--layers L --heads H --intermediate F]]
 Writes bench/results/mlm_throughput.json.
 """
 from __future__ import annotations
@@ -79,6 +80,13 @@ def parse_args(argv=None):
                    help="step: the runs of a repeat execute in lock-step, one optimizer step each in turn "
                         "(default); run: one whole run after the other")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--hidden", type=int, default=0, help="model width; 0 = the mlm recipe's (128)")
+    p.add_argument("--layers", type=int, default=0, help="encoder layers; 0 = the recipe's (2)")
+    p.add_argument("--heads", type=int, default=0, help="attention heads; 0 = the recipe's (2), or width/64 with --hidden")
+    p.add_argument("--intermediate", type=int, default=0, help="feed-forward width; 0 = 4 x hidden")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a recipe override for every method (model.* keys reach the HF model too, e.g. "
+                        "model.dropout=0.0; train.compile=true compiles selfsup's forward only)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "mlm_throughput.json"))
     a = p.parse_args(argv)
     if a.steps <= a.skip + 1:
@@ -111,8 +119,23 @@ def sources() -> list[str]:
     return found
 
 
+def model_overrides(a) -> list[str]:
+    """The model size flags as recipe overrides (none: the mlm recipe's demo size)."""
+    out = []
+    if a.hidden:
+        out += [f"model.hidden_size={a.hidden}", f"model.num_heads={a.heads or max(1, a.hidden // 64)}",
+                f"model.intermediate_size={a.intermediate or 4 * a.hidden}"]
+    else:
+        out += [f"model.num_heads={a.heads}"] if a.heads else []
+        out += [f"model.intermediate_size={a.intermediate}"] if a.intermediate else []
+    if a.layers:
+        out.append(f"model.num_layers={a.layers}")
+    return out
+
+
 def recipe_overrides(a, warmup: int) -> list[str]:
-    return [f"train.batch_size={a.batch_size}", f"train.max_steps={a.steps}", f"train.warmup_steps={warmup}",
+    return model_overrides(a) + list(a.set) + [
+            f"train.batch_size={a.batch_size}", f"train.max_steps={a.steps}", f"train.warmup_steps={warmup}",
             "train.precision='32'", f"train.threads={a.threads}",
             # the HF baseline neither evaluates nor saves while training; neither does the measured selfsup run
             f"train.eval_every={10 * a.steps}", f"train.checkpoint_every={10 * a.steps}", "train.eval_batches=1"]
@@ -420,6 +443,9 @@ def main(argv=None) -> dict:
     flops = flops_per_token(theirs, frac)
     peaks = [matmul_peak()]
     probe = PeakProbe()
+    m = recipe.model
+    print(f"# model: hidden {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, intermediate "
+          f"{m.intermediate_size}, vocabulary {len(tok)}", flush=True)
     print(f"# {len(blocks)} blocks; {n_ours:,} parameters; fp32 matmul {peaks[0]:.1f} GFLOP/s before the runs; "
           f"masked fraction selfsup {frac['selfsup']:.4f}, HF collator {frac['hf']:.4f}", flush=True)
 

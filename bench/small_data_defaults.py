@@ -102,12 +102,15 @@ def example_labels_flat(rows: list) -> list[str]:
     return [x for r in rows for x in example_labels(r)]
 
 
+THREADS = 2  # torch threads of every run (--threads)
+
+
 def selfsup_accuracy(model: Path, name: str, task: dict, out: Path, seed: int, sets: list[str]) -> float:
     if (out / "metrics.json").is_file():
         metrics = json.loads((out / "metrics.json").read_text())
     else:
         metrics = finetune(str(model), KIND[name], task["train"], task["eval"], out, seed=seed,
-                           overrides=["threads=2", "keep_best=false", *sets])
+                           overrides=[f"threads={THREADS}", "keep_best=false", *sets])
     key = "token_accuracy" if KIND[name] == "token-classification" else "accuracy"
     return float(metrics["eval"][key])
 
@@ -184,10 +187,13 @@ def main() -> None:
     ap.add_argument("--model", help="a Hugging Face model folder to fine-tune (default: mlm_rope pretrained here)")
     ap.add_argument("--plain-lrs", default="1e-4,3e-4,1e-3")
     ap.add_argument("--plain-epochs", default="3,10")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every run (accuracy does not depend on it)")
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    global THREADS
+    THREADS = args.threads
+    torch.set_num_threads(args.threads)
     names = args.tasks.split(",")
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
