@@ -34,3 +34,22 @@ def test_defaults_beat_the_majority_label_by_a_margin_on_small_real_data(tuned_b
                  overrides=["threads=1"])
     assert m["steps"] >= 300  # 300 sentences still get enough optimizer steps
     assert m["eval"]["accuracy"] >= majority_accuracy(speech_task) + MARGIN, m["eval"]
+
+
+def test_full_fine_tuning_lr_falls_with_the_model_width_as_electra_tuned_it():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from selfsup.adapt.methods.full import width_scaled_lr
+    from selfsup.adapt.registry import get_method
+
+    # ELECTRA's fine-tuning lrs: 1e-4 at hidden 768 (base); 3e-4 x 256/768 and 5e-5-ish at 1024 (large)
+    assert width_scaled_lr(768, 1e-4) == pytest.approx(1e-4)
+    assert width_scaled_lr(256, 1e-4) == pytest.approx(3e-4)
+    assert width_scaled_lr(1024, 1e-4) == pytest.approx(7.5e-5)
+    assert width_scaled_lr(128, 1e-4) == pytest.approx(6e-4) and width_scaled_lr(384, 1e-4) == pytest.approx(2e-4)
+    assert width_scaled_lr(32, 1e-4) == 1e-3 and width_scaled_lr(8192, 1e-4) == 2e-5  # the bounds
+    assert width_scaled_lr(None, 1e-4) == 1e-4  # a model without a hidden_size keeps the method's default
+    tiny = BertForSequenceClassification(BertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1,
+                                                    intermediate_size=64, vocab_size=50))
+    assert get_method("full").text_lr(tiny) == pytest.approx(1e-3)
+    assert get_method("lora").text_lr(tiny) == get_method("lora").default_lr  # other methods keep theirs

@@ -13,6 +13,15 @@ from selfsup.adapt.core.kinds import TASK_KINDS
 from selfsup.fileio import model_folder_format
 
 
+def default_lr_text(method) -> str:
+    """The default lr as --print-config states it (full fine-tuning scales it with the model's width on text)."""
+    from selfsup.adapt.methods.base import AdaptMethod
+
+    if type(method).text_lr is AdaptMethod.text_lr:
+        return f"{method.default_lr:g}"
+    return f"{method.default_lr:g} x 768 / the model's hidden size on text, within [2e-5, 1e-3]; {method.image_lr:g} on images"
+
+
 def _columns(p: argparse.ArgumentParser, label: bool = True) -> None:
     p.add_argument("--text-column", metavar="C", help="text column (token-classification: the words; "
                    "extractive-qa: the context)")
@@ -66,7 +75,7 @@ def _finetune_config(args: argparse.Namespace) -> str:
                                           epochs=args.epochs, max_steps=args.max_steps,
                                           train_fraction=args.train_fraction, shots=args.shots, overrides=args.set)
     lines = [f"# selfsup finetune --method {args.method} --task {args.task}: each key is a --set key=value",
-             f"# --set keys of every method (lr null: the method's default, {get_method(args.method).default_lr:g})",
+             f"# --set keys of every method (lr null: the method's default, {default_lr_text(get_method(args.method))})",
              *commented_fields(cfg), f"# --set keys of --method {args.method}",
              *(commented_fields(opts) or ["# (none)"])]
     if modality is not None:

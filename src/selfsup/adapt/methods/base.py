@@ -42,6 +42,10 @@ class AdaptMethod:
     uses_unlabeled: ClassVar[bool] = False  # takes `--unlabeled` examples (PET)
 
     # ------------------------------------------------------------------------------- hooks to override
+    def text_lr(self, model) -> float:
+        """The default learning rate on text kinds for this task model (`--set lr` overrides it)."""
+        return self.default_lr
+
     def check(self, family: str, kind: str, opts: Any) -> None:
         """Refuse a model family or task kind this method cannot adapt (one-line SelfsupError)."""
 
@@ -113,7 +117,7 @@ def train_head(method: AdaptMethod, run: Run, seed: int, folder: Path, subset: l
     eval_feats = encode(data.kind, tok, data.eval, data.labels, max_length, types, cfg)
     pad_id = tok.pad_token_id
     metric = main_metric(data.kind)
-    lr = cfg.lr or method.default_lr
+    lr = cfg.lr or method.text_lr(model)
     started = time.perf_counter()
     result = fit(model, train_feats, cfg, lr=lr, seed=seed, main_metric=metric, progress=run.progress,
                  loss_fn=lambda m, batch: m(**batch).loss,
