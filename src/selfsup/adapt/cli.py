@@ -19,7 +19,8 @@ def default_lr_text(method) -> str:
 
     if type(method).text_lr is AdaptMethod.text_lr:
         return f"{method.default_lr:g}"
-    return f"{method.default_lr:g} x 768 / the model's hidden size on text, within [2e-5, 1e-3]; {method.image_lr:g} on images"
+    return (f"{method.default_lr:g} x 768 / the model's hidden size on text, within [2e-5, 1e-3]; "
+            f"{method.image_lr:g} on images")
 
 
 def _columns(p: argparse.ArgumentParser, label: bool = True) -> None:
@@ -75,7 +76,8 @@ def _finetune_config(args: argparse.Namespace) -> str:
                                           epochs=args.epochs, max_steps=args.max_steps,
                                           train_fraction=args.train_fraction, shots=args.shots, overrides=args.set)
     lines = [f"# selfsup finetune --method {args.method} --task {args.task}: each key is a --set key=value",
-             f"# --set keys of every method (lr null: the method's default, {default_lr_text(get_method(args.method))})",
+             "# --set keys of every method (lr null: the method's default, "
+             f"{default_lr_text(get_method(args.method))})",
              *commented_fields(cfg), f"# --set keys of --method {args.method}",
              *(commented_fields(opts) or ["# (none)"])]
     if modality is not None:

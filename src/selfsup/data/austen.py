@@ -186,8 +186,9 @@ def austen_mark_task(out_dir: str | Path, mark: str, *, min_words: int = 5, trai
     return _write_balanced(out, pools, train_per_class, eval_per_class, rng)
 
 
-def _tagged_sentence_task(out_dir: str | Path, name: str, tag_words, keep, *, min_words: int, train_sentences: int,
-                          eval_sentences: int, eval_fraction: float, seed: int, novels: Iterable[str]) -> dict[str, Any]:
+def _tagged_sentence_task(out_dir: str | Path, name: str, tag_words, keep, *, min_words: int,
+                          train_sentences: int, eval_sentences: int, eval_fraction: float, seed: int,
+                          novels: Iterable[str]) -> dict[str, Any]:
     """Sentences (>= `min_words` words, quotes removed) of the first (1 - eval_fraction) of each novel's paragraphs
     give training sentences, the rest evaluation ones; `tag_words(raw tokens) -> [(word, tag)]`, `keep(tagged)`
     filters; writes `train.conll` and `eval.conll` (`word<TAB>tag`, a blank line between sentences)."""
