@@ -3,6 +3,7 @@
 Profiles `--steps` optimizer steps (after `--skip` warm-up steps) of
   selfsup     `selfsup.pretrain("mlm", ...)` (the engine as users run it: Lightning loop, data, logging)
   hf-bare     BertForMaskedLM + DataCollatorForLanguageModeling in a plain loop (AdamW fused, clip)
+(the `selfsup` and `bare-torch` runners of bench/mlm_throughput.py, unchanged)
 with `torch.profiler` (CPU activities), at the `mlm` recipe's size or the one given by `--hidden/--layers/...`
 (the flags and the data of `bench/mlm_throughput.py`). Every aten operator's *self* CPU time is put in one
 category (matmuls, attention, the vocabulary softmax/cross-entropy, layer norm, GELU, dropout, embeddings, the
@@ -43,64 +44,38 @@ def categorize(key: str) -> str:
     return "other operators"
 
 
-def profile_steps(a, run_step_loop) -> tuple[dict[str, float], float]:
-    """Run `run_step_loop(on_step)`; profile steps skip..skip+steps. Returns ({category: ms/step}, wall ms/step)."""
+class StepHook:
+    """What the throughput benchmark's runners call after every optimizer step (their `clock.step_end()`)."""
+
+    def __init__(self, on_step):
+        self.step_end = on_step
+
+
+def profile_steps(skip: int, steps: int, runner, a, ctx, warmup: int, workdir: str) -> tuple[dict[str, float], float]:
+    """Train with `runner` (one of bench/mlm_throughput.py's); profile steps skip..skip+steps.
+    Returns ({category: ms/step}, wall ms/step)."""
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     state = {"n": 0, "t0": 0.0, "t1": 0.0}
 
     def on_step() -> None:
         state["n"] += 1
-        if state["n"] == a.skip:
+        if state["n"] == skip:
             prof.start()
             state["t0"] = time.perf_counter()
-        elif state["n"] == a.skip + a.steps:
+        elif state["n"] == skip + steps:
             state["t1"] = time.perf_counter()
             prof.stop()
 
-    run_step_loop(on_step)
-    wall_ms = (state["t1"] - state["t0"]) * 1e3 / a.steps
+    os.makedirs(workdir)
+    runner(a, ctx, warmup, workdir, StepHook(on_step))
+    wall_ms = (state["t1"] - state["t0"]) * 1e3 / steps
     cats: dict[str, float] = {}
     for ev in prof.key_averages():
-        if not ev.key.startswith("aten::"):
-            continue
-        cats[categorize(ev.key)] = cats.get(categorize(ev.key), 0.0) + ev.self_cpu_time_total / 1e3 / a.steps
+        if ev.key.startswith("aten::"):
+            name = categorize(ev.key)
+            cats[name] = cats.get(name, 0.0) + ev.self_cpu_time_total / 1e3 / steps
     cats["Python, framework, data (not in an operator)"] = wall_ms - sum(cats.values())
     return cats, wall_ms
-
-
-def selfsup_loop(a, ctx, warmup: int, tmp: str):
-    import lightning as L
-
-    import selfsup
-
-    def loop(on_step) -> None:
-        class Hook(L.Callback):
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-                on_step()
-
-        selfsup.pretrain("mlm", data=mt.sources(), out=os.path.join(tmp, "run"), overrides=mt.recipe_overrides(a, warmup),
-                         callbacks=[Hook()], progress=False, quiet=True)
-    return loop
-
-
-def hf_loop(a, ctx, warmup: int, tmp: str):
-    from selfsup.engine.module import lr_lambda
-
-    def loop(on_step) -> None:
-        torch.manual_seed(0)
-        model = mt.hf_model(ctx["recipe"], ctx["tok"]).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("linear", warmup, a.steps))
-        loader = torch.utils.data.DataLoader(ctx["dataset"], batch_size=a.batch_size, shuffle=True, drop_last=True,
-                                             collate_fn=mt.collator(ctx["tok"]))
-        for step, batch in zip(range(a.steps), loader):
-            model(**batch).loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            on_step()
-    return loop
 
 
 def main(argv=None) -> None:
@@ -126,9 +101,8 @@ def main(argv=None) -> None:
     peak0 = mt.matmul_peak()
     rows: dict[str, tuple[dict[str, float], float]] = {}
     with tempfile.TemporaryDirectory(prefix="selfsup-profile-") as tmp:
-        prof_args = type("A", (), {"skip": a.skip, "steps": measured})()
-        for name, make in (("selfsup", selfsup_loop), ("hf-bare", hf_loop)):
-            rows[name] = profile_steps(prof_args, make(a, ctx, warmup, tmp))
+        for name, runner in (("selfsup", mt.run_selfsup), ("hf-bare", mt.run_bare_torch)):
+            rows[name] = profile_steps(a.skip, measured, runner, a, ctx, warmup, os.path.join(tmp, name))
     peak1, load1 = mt.matmul_peak(), os.getloadavg()
     print(f"# MLM step profile: hidden {m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, intermediate "
           f"{m.intermediate_size}, vocabulary {len(tok)}; batch {a.batch_size} x {mt.SEQ}; {a.threads} threads; "
