@@ -147,9 +147,9 @@ def main() -> None:
                             "overhead_ratio": round(bare / audio_s, 3)})
             per_seed.setdefault(method, []).append(row)
             print(method, json.dumps(row), flush=True)
-        results[method] = {**per_seed[method][0], **{t: paired(per_seed[method], t)["pretrained_mean"] for t in splits},
-                           "random init": {t: paired(per_seed[method], t)["random_mean"] for t in splits},
-                           "paired": {t: paired(per_seed[method], t) for t in splits}}
+        pairs = {t: paired(per_seed[method], t) for t in splits}
+        results[method] = {**per_seed[method][0], **{t: p["pretrained_mean"] for t, p in pairs.items()},
+                           "random init": {t: p["random_mean"] for t, p in pairs.items()}, "paired": pairs}
         (out / "results.json").write_text(json.dumps({"args": vars(args), "splits": splits, "results": results,
                                                       "per_seed": per_seed}, indent=2) + "\n")
     print_table(results)
