@@ -6,6 +6,7 @@ inputs are one-line exit-2 errors."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -39,7 +40,11 @@ def test_finetune_beats_majority_and_reloads_identically(table_ae, method, tmp_p
     from selfsup.cli import main
 
     out = tmp_path / method
-    assert _finetune(table_ae, out, method) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _finetune(table_ae, out, method) == 0
+    # the loaded encoder is in eval mode until the loop's first batch sets the modes: no Lightning chatter on it
+    assert not [w for w in caught if "eval mode" in str(w.message)], [str(w.message) for w in caught]
     m = json.loads((out / "metrics.json").read_text())
     # measured (10 epochs): linear 0.930, full 0.937; the majority class (benign) is 0.629 of the 143 test rows
     assert m["eval"]["accuracy"] > 0.629 + 0.2, m["eval"]

@@ -365,7 +365,9 @@ def fit(model: torch.nn.Module, train_feats: Sequence, cfg, *, lr: float, seed: 
             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
             use_distributed_sampler=False, default_root_dir=tmp, plugins=[AtomicCheckpointIO()])
         loader = torch.utils.data.DataLoader(_Indexed(train_feats), collate_fn=_as_list, batch_sampler=sampler)
-        trainer.fit(module, train_dataloaders=loader)
+        with warnings.catch_warnings():  # the module sets each epoch's train / eval modes at its first batch
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+            trainer.fit(module, train_dataloaders=loader)
         if not result_path.is_file():  # a rank other than 0 of an outside launch: it keeps no result
             return FitResult([], {}, total_steps, epochs, None)
         res = json.loads(result_path.read_text())
