@@ -107,6 +107,8 @@ def main() -> None:
                                                  "random-init twin and seeds both probes (a paired comparison)")
     ap.add_argument("--keep", action="store_true", help="keep --out and reuse the pretrained runs already in it")
     ap.add_argument("--out", default="bench/results/speech_ssl")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a recipe override for every pretraining run (e.g. objective.segment_seconds=0.3)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -121,7 +123,7 @@ def main() -> None:
     splits = make_splits(out)
     unlabeled = [splits["kws"]["train"], splits["frame"]["train"]]  # every clip of the 12 training voices
     common = [f"train.threads={args.threads}", "train.eval_every=100000", "train.checkpoint_every=100000",
-              "train.log_every=5", "model.hidden_size=96", "model.num_layers=3"]
+              "train.log_every=5", "model.hidden_size=96", "model.num_layers=3", *args.set]
     results: dict[str, dict] = {"log-mel + logistic regression": {
         name: logmel_baseline([sp["train"]], [sp["eval"]], sp["label"], task=sp["task"]) for name, sp in splits.items()}}
     print(json.dumps(results), flush=True)
