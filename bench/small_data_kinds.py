@@ -290,8 +290,8 @@ def main() -> None:
                 for lr in args.lrs.split(","):
                     rows[f"selfsup lr={lr}"] = [selfsup_accuracy(name, task, runs / f"lr{lr}-0", 0, [f"lr={lr}"])]
             if "trainer" in which:
-                rows["HF Trainer defaults"] = [cached(runs / f"trainer-{s}.json", lambda: trainer_accuracy(name, task, s))
-                                               for s in seeds]
+                rows["HF Trainer defaults"] = [
+                    cached(runs / f"trainer-{s}.json", lambda: trainer_accuracy(name, task, s)) for s in seeds]
             if "plain" in which:
                 grid = {(lr, ep): [cached(runs / f"plain-{lr:g}-{ep}-{s}.json",
                                           lambda: plain_loop_accuracy(name, task, lr=lr, epochs=ep, seed=s))
