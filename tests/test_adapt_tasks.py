@@ -15,8 +15,8 @@ from selfsup.adapt.core.options import FinetuneConfig
 from selfsup.adapt.core.kinds import columns_for
 from selfsup.adapt.core.tasks import (IGNORE, TaggedSentence, TextExample, first_piece_index, first_piece_labels,
                                       join_words, read_task, subsample, token_word_ids)
-from selfsup.data.austen import (austen_comma_task, austen_mark_task, austen_novels_task, austen_speech_task,
-                                 austen_truecase_task, quoted_spans)
+from selfsup.data.austen import (austen_comma_task, austen_mark_task, austen_next_sentence_task, austen_novels_task,
+                                 austen_speech_task, austen_truecase_task, quoted_spans)
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 
@@ -170,4 +170,19 @@ def test_austen_truecase_task_tags_the_words_the_author_capitalized_and_lowercas
     assert ("wentworth", "Cap") in tagged or ("anne", "Cap") in tagged  # names inside a sentence
     assert ("the", "-") in tagged
     again = austen_truecase_task(tmp_path / "again", train_sentences=60, eval_sentences=20, novels=["persuasion"])
+    assert Path(again["train"]).read_text() == Path(info["train"]).read_text()  # reproducible from its seed
+
+
+def test_austen_next_sentence_task_pairs_follow_in_the_text_or_come_from_another_paragraph(tmp_path):
+    info = austen_next_sentence_task(tmp_path, train_per_class=40, eval_per_class=20, novels=["persuasion"])
+    kind = "pair-classification"
+    train, ev = (read_task(info[p], kind, columns_for(kind)) for p in ("train", "eval"))
+    assert Counter(e.label for e in train) == {"next": 40, "random": 40} and len(ev) == 40
+    text = " ".join(" ".join(open(p).read().split()) for p in Path(info["unlabeled"]).glob("*.txt")).replace('"', " ")
+    text = " ".join(text.split())
+    for e in train:
+        joined = f"{e.text} {e.pair}"
+        assert (joined in text) == (e.label == "next"), e  # a next pair is adjacent in the training text
+    assert not {e.text for e in ev} & {e.text for e in train}  # evaluation sentences come from later paragraphs
+    again = austen_next_sentence_task(tmp_path / "again", train_per_class=40, eval_per_class=20, novels=["persuasion"])
     assert Path(again["train"]).read_text() == Path(info["train"]).read_text()  # reproducible from its seed

@@ -1,7 +1,8 @@
 """Real labeled tasks made from the embedded Austen corpus (no download): which novel a passage is from,
 whether a sentence is a character's speech or the narrator's (labeled by the author's own quotation marks),
-whether it is a question / an exclamation or a statement (labeled by the author's own punctuation), and two
-word-tagging tasks: which words a comma followed, and which words she capitalized (truecasing)."""
+whether it is a question / an exclamation or a statement (labeled by the author's own punctuation), two
+word-tagging tasks: which words a comma followed, and which words she capitalized (truecasing), and a sentence-pair
+task: does the second sentence follow the first?"""
 from __future__ import annotations
 
 import json
@@ -252,3 +253,40 @@ def austen_truecase_task(out_dir: str | Path, *, min_words: int = 6, train_sente
     return _tagged_sentence_task(out_dir, "truecase", tag, lambda tagged: True, min_words=min_words,
                                  train_sentences=train_sentences, eval_sentences=eval_sentences,
                                  eval_fraction=eval_fraction, seed=seed, novels=novels)
+
+
+def austen_next_sentence_task(out_dir: str | Path, *, min_words: int = 6, train_per_class: int = 300,
+                              eval_per_class: int = 300, eval_fraction: float = 0.2, seed: int = 0,
+                              novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """A real sentence-pair task labeled by the text's own order (BERT's next-sentence prediction as a downstream
+    pair classification): is `hypothesis` the sentence the author wrote right after `premise` (`next`), or a
+    sentence from another paragraph of the same novel and split (`random`)? Both sentences have >= `min_words`
+    words and their quotes removed. Split by paragraphs as `austen_speech_task`; writes `train.jsonl`,
+    `eval.jsonl` (`{"premise", "hypothesis", "label", "novel"}`) and `unlabeled/<novel>.txt`."""
+    import random
+
+    from selfsup.data.text import split_sentences
+
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    paragraphs: dict[tuple[str, str], list[list[str]]] = {}
+    for name, split, para in _split_paragraphs(out, novels, eval_fraction):
+        paragraphs.setdefault((name, split), []).append(
+            [" ".join(s.split()) for s in split_sentences(para.replace('"', " "))])
+    pools: dict[str, dict[str, list[dict]]] = {s: {"next": [], "random": []} for s in ("train", "eval")}
+
+    def long(sentence: str) -> bool:
+        return len(sentence.split()) >= min_words
+
+    for (name, split), paras in paragraphs.items():
+        for i, sentences in enumerate(paras):
+            for first, second in zip(sentences, sentences[1:]):
+                if not (long(first) and long(second)):
+                    continue
+                pools[split]["next"].append({"premise": first, "hypothesis": second, "label": "next", "novel": name})
+                j = rng.randrange(len(paras) - 1)
+                other = [s for s in paras[j + (j >= i)] if long(s)]  # any paragraph but this one
+                if other:
+                    pools[split]["random"].append({"premise": first, "hypothesis": rng.choice(other),
+                                                   "label": "random", "novel": name})
+    return _write_balanced(out, pools, train_per_class, eval_per_class, rng)
