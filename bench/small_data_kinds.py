@@ -16,7 +16,7 @@ Tasks (real data; the pretrained model is made here, on the task's training inpu
 Rows per task (accuracy on the evaluation file of the weights after the last epoch: every selfsup row with
 `keep_best=false`, so none picks its epoch on the evaluation set):
   selfsup defaults          `selfsup finetune --method full` as shipped
-  selfsup lr=...            the lr sweep (seed 0)
+  selfsup lr=...            the sweep (`--grid`, seed 0)
   plain loop (tuned)        the same classifier (selfsup's encoder loader + linear head; transformers'
                             AutoModelForAudioClassification for speech) trained by a bare loop: AdamW at a
                             constant lr, batch 16, no augmentation, the best of lr x epochs on the evaluation set
@@ -25,7 +25,8 @@ Rows per task (accuracy on the evaluation file of the weights after the last epo
   most frequent label       the majority-class baseline
 
 Usage:  SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/small_data_kinds.py [--tasks digits,kws,speaker,cancer,
-            digits-table] [--seeds 2] [--work DIR] [--lrs 1e-4,3e-4,1e-3,3e-3] [--plain-lrs ...] [--plain-epochs 5,20]
+            digits-table] [--seeds 2] [--work DIR] [--grid "lr=1e-4,3e-4,1e-3,3e-3"] [--plain-lrs ...]
+            [--plain-epochs 5,20]
             [--threads 1] [--speech-model DIR] [--rows selfsup,plain,trainer]
 Writes bench/results/small_data_kinds.{json,md}.
 """
@@ -46,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from small_data_defaults import mean  # noqa: E402
+from small_data_defaults import mean, parse_grid  # noqa: E402
 
 KIND = {"digits": "image-classification", "kws": "audio-classification", "speaker": "audio-classification",
         "cancer": "table-classification", "digits-table": "table-classification"}
@@ -263,7 +264,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="digits,kws,speaker,cancer,digits-table")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--work", help="keep runs here (an interrupted bench goes on where it stopped)")
-    ap.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="selfsup's lr sweep (seed 0)")
+    ap.add_argument("--grid", default="lr=1e-4,3e-4,1e-3,3e-3",
+                    help="selfsup's sweep (seed 0): key=v1,v2;key2=... (`--set` keys; every combination)")
     ap.add_argument("--plain-lrs", default="1e-4,3e-4,1e-3,3e-3")
     ap.add_argument("--plain-epochs", default="5,20")
     ap.add_argument("--rows", default="selfsup,plain,trainer",
@@ -287,8 +289,11 @@ def main() -> None:
             which = args.rows.split(",")
             if "selfsup" in which:
                 rows["selfsup defaults"] = [selfsup_accuracy(name, task, runs / f"default-{s}", s, []) for s in seeds]
-                for lr in args.lrs.split(","):
-                    rows[f"selfsup lr={lr}"] = [selfsup_accuracy(name, task, runs / f"lr{lr}-0", 0, [f"lr={lr}"])]
+                grid = parse_grid(args.grid)
+                for values in itertools.product(*grid.values()):
+                    sets = [f"{k}={v}" for k, v in zip(grid, values)]
+                    folder = runs / ("-".join(k.replace("_", "") + v for k, v in zip(grid, values)) + "-0")
+                    rows["selfsup " + " ".join(sets)] = [selfsup_accuracy(name, task, folder, 0, sets)]
             if "trainer" in which:
                 rows["HF Trainer defaults"] = [
                     cached(runs / f"trainer-{s}.json", lambda: trainer_accuracy(name, task, s)) for s in seeds]

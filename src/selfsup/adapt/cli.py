@@ -19,8 +19,9 @@ def default_lr_text(method) -> str:
 
     if type(method).text_lr is AdaptMethod.text_lr:
         return f"{method.default_lr:g}"
+    tables = f", {method.table_lr:g} on tables" if method.table_lr else ""
     return (f"{method.default_lr:g} x 768 / the model's hidden size on text, within [2e-5, 1e-3]; "
-            f"{method.image_lr:g} on images")
+            f"{method.image_lr:g} on images and audio{tables}")
 
 
 def _columns(p: argparse.ArgumentParser, label: bool = True) -> None:

@@ -131,7 +131,7 @@ def train_table_seed(method, run, seed: int, out: Path, subset: list) -> dict[st
     trainable, total = count_parameters(model)
     index = {lab: i for i, lab in enumerate(data.labels)}
     feats = [{"row": int(e.text), "label": index[e.label]} for e in subset]
-    lr = cfg.lr or method.image_lr
+    lr = cfg.lr or method.table_lr or method.image_lr
     if cfg.batch_size > len(feats):  # a few-shot set smaller than a batch: one batch of all of it
         cfg = dataclasses.replace(cfg, batch_size=max(len(feats) // (cfg.devices * cfg.num_nodes * cfg.accumulate)
                                                       * cfg.devices * cfg.num_nodes * cfg.accumulate, 1))

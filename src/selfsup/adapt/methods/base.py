@@ -33,7 +33,8 @@ class AdaptMethod:
     help: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]] = TEXT_KINDS
     default_lr: ClassVar[float] = 1e-4
-    image_lr: ClassVar[float] = 1e-3  # default lr on image kinds
+    image_lr: ClassVar[float] = 1e-3  # default lr on image and audio kinds
+    table_lr: ClassVar[float | None] = None  # default lr on table kinds; None: image_lr
     Options: ClassVar[type] = NoOptions
     needs_pretrained: ClassVar[bool] = False  # the artifact loads onto the checkpoint it was made on
     whole_model: ClassVar[bool] = True  # saves a whole HF task model (distill and prune can take it)

@@ -13,6 +13,7 @@ class Full(AdaptMethod):
     kinds = TASK_KINDS
     default_lr = 1e-4  # at hidden 768; see text_lr
     image_lr = 1e-3
+    table_lr = 3e-3  # the table auto-encoders' own pretraining lr; measured in bench/small_data_kinds.py
 
     def text_lr(self, model) -> float:
         """Fine-tuning lrs fall with the model's width — ELECTRA's (Clark et al. 2020, appendix table): 3e-4 at
