@@ -189,6 +189,28 @@ def test_crop_seconds_trains_on_random_windows(mockingjay, words, tmp_path):
     assert batch["input_features"].shape[1] == 20 and batch["attention_mask"].sum(1).max() == 20
 
 
+def test_audio_fits_take_at_least_600_steps_unless_min_steps_is_set(mockingjay, words, tmp_path, monkeypatch):
+    """Audio's own step floor (speaker ID on 320 clips: 300 -> 600 steps gained 10 points, bench/small_data_kinds.py);
+    text keeps 300, and a min_steps given on the command line wins."""
+    from selfsup.adapt.core import fit as fit_module
+    from selfsup.adapt.core.options import FinetuneConfig, total_steps
+
+    assert total_steps(FinetuneConfig(), 10) == 300 and total_steps(FinetuneConfig(min_steps=0), 10) == 30
+    seen = []
+
+    def stop(model, feats, cfg, **kwargs):
+        seen.append(total_steps(cfg, 1))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "fit", stop)
+    train, ev = words
+    for extra in ([], ["min_steps=50"]):
+        with pytest.raises(KeyboardInterrupt):
+            finetune(mockingjay, TASK, str(train), str(ev), tmp_path / f"run{len(extra)}", label_column="word",
+                     overrides=FAST + extra)
+    assert seen == [600, 50]
+
+
 # ---------------------------------------------------------------------------------------------- bad inputs
 
 def test_methods_that_make_no_sense_for_audio_refuse_in_one_line(mockingjay, words, tmp_path):

@@ -13,6 +13,7 @@ from selfsup.errors import SelfsupError
 
 
 DEFAULT_EPOCHS = 3
+DEFAULT_MIN_STEPS = 300  # min_steps when not set; audio kinds use their own (adapt/core/audio.py)
 
 
 def total_steps(cfg: "FinetuneConfig", steps_per_epoch: int) -> int:
@@ -22,7 +23,8 @@ def total_steps(cfg: "FinetuneConfig", steps_per_epoch: int) -> int:
         return cfg.max_steps
     if cfg.epochs is not None:
         return cfg.epochs * steps_per_epoch
-    return max(DEFAULT_EPOCHS * steps_per_epoch, cfg.min_steps)
+    floor = DEFAULT_MIN_STEPS if cfg.min_steps is None else cfg.min_steps
+    return max(DEFAULT_EPOCHS * steps_per_epoch, floor)
 
 
 @dataclasses.dataclass
@@ -35,8 +37,9 @@ class FinetuneConfig:
     epochs: int | None = bounded(None, ge=1, doc=f"passes over the training set; default {DEFAULT_EPOCHS}, raised "
                                  "to min_steps optimizer steps on a small set (a value given is kept as given)")
     max_steps: int | None = bounded(None, ge=1, doc="optimizer steps; overrides epochs")
-    min_steps: int = bounded(300, ge=0, doc="fewest optimizer steps when epochs is not given: a small set gets more "
-                             "epochs (measured: bench/small_data_defaults.py; 0: always the default epochs)")
+    min_steps: int | None = bounded(None, ge=0, doc="fewest optimizer steps when epochs is not given: a small set "
+                                    "gets more epochs; default 300, 600 on audio (measured: bench/small_data_*.py; "
+                                    "0: always the default epochs)")
     warmup_ratio: float = bounded(0.1, ge=0, lt=1)
     weight_decay: float = bounded(0.01, ge=0)
     schedule: Literal["linear", "cosine", "constant"] = "linear"
