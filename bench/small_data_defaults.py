@@ -182,6 +182,30 @@ def mean(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.1f}" + (f" ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
 
 
+def add_plain_rows(rows: dict[str, list[float]], grid: dict[tuple[float, int], list[float]]) -> None:
+    """The plain loop's (lr, epochs) grid as rows, and its best cell (chosen on the evaluation set) as the tuned row."""
+    for (lr, ep), xs in grid.items():
+        rows[f"plain loop lr {lr:g}, {ep} epochs"] = xs
+    (lr, ep), best = max(grid.items(), key=lambda kv: statistics.mean(kv[1]))
+    rows[f"plain loop (tuned: lr {lr:g}, {ep} epochs)"] = best
+
+
+def print_task(name: str, kind: str, model, rows: dict[str, list[float]]) -> None:
+    print(f"\n{name} ({kind}), model {model}", flush=True)
+    for label, xs in rows.items():
+        print(f"  {label:<44} {mean(xs)}", flush=True)
+
+
+def write_results(stem: str, results: dict[str, dict]) -> None:
+    """bench/results/<stem>.md (a task | row | accuracy table) and .json (with the load average)."""
+    md = ["| task | row | accuracy % |", "|---|---|---|"]
+    md += [f"| {name} | {label} | {mean(xs)} |" for name, rows in results.items() for label, xs in rows.items()]
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps({"load_average": os.getloadavg(), "results": results}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default="speech,novel,comma")
@@ -230,23 +254,12 @@ def main() -> None:
                 grid = {(lr, ep): [plain_loop_accuracy(model, name, task, lr=lr, epochs=ep, seed=s) for s in seeds]
                         for lr, ep in itertools.product(map(float, args.plain_lrs.split(",")),
                                                         map(int, args.plain_epochs.split(",")))}
-                for (lr, ep), xs in grid.items():
-                    rows[f"plain loop lr {lr:g}, {ep} epochs"] = xs
-                (lr, ep), best = max(grid.items(), key=lambda kv: statistics.mean(kv[1]))
-                rows[f"plain loop (tuned: lr {lr:g}, {ep} epochs)"] = best
+                add_plain_rows(rows, grid)
                 rows["HF Trainer defaults"] = [plain_loop_accuracy(model, name, task, lr=0, epochs=0, seed=s,
                                                                    trainer=True) for s in seeds]
             results[name] = rows
-            print(f"\n{name} ({KIND[name]}), model {model}", flush=True)
-            for label, xs in rows.items():
-                print(f"  {label:<44} {mean(xs)}", flush=True)
-    md = ["| task | row | accuracy % |", "|---|---|---|"]
-    md += [f"| {name} | {label} | {mean(xs)} |" for name, rows in results.items() for label, xs in rows.items()]
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "small_data_defaults.md").write_text("\n".join(md) + "\n")
-    (out / "small_data_defaults.json").write_text(json.dumps({"load_average": os.getloadavg(), "results": results},
-                                                             indent=2))
+            print_task(name, KIND[name], model, rows)
+    write_results("small_data_defaults", results)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import statistics
 import sys
 import tempfile
 from collections import Counter
@@ -47,7 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from small_data_defaults import mean, parse_grid  # noqa: E402
+from small_data_defaults import add_plain_rows, parse_grid, print_task, write_results  # noqa: E402
 
 KIND = {"digits": "image-classification", "kws": "audio-classification", "speaker": "audio-classification",
         "cancer": "table-classification", "digits-table": "table-classification"}
@@ -303,21 +301,10 @@ def main() -> None:
                                    for s in seeds]
                         for lr, ep in itertools.product(map(float, args.plain_lrs.split(",")),
                                                         map(int, args.plain_epochs.split(",")))}
-                for (lr, ep), xs in grid.items():
-                    rows[f"plain loop lr {lr:g}, {ep} epochs"] = xs
-                (lr, ep), best = max(grid.items(), key=lambda kv: statistics.mean(kv[1]))
-                rows[f"plain loop (tuned: lr {lr:g}, {ep} epochs)"] = best
+                add_plain_rows(rows, grid)
             results[name] = rows
-            print(f"\n{name} ({KIND[name]}), model {task['model']}", flush=True)
-            for label, xs in rows.items():
-                print(f"  {label:<44} {mean(xs)}", flush=True)
-    md = ["| task | row | accuracy % |", "|---|---|---|"]
-    md += [f"| {name} | {label} | {mean(xs)} |" for name, rows in results.items() for label, xs in rows.items()]
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "small_data_kinds.md").write_text("\n".join(md) + "\n")
-    (out / "small_data_kinds.json").write_text(json.dumps({"load_average": os.getloadavg(), "results": results},
-                                                          indent=2))
+            print_task(name, KIND[name], task["model"], rows)
+    write_results("small_data_kinds", results)
 
 
 if __name__ == "__main__":
