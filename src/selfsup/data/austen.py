@@ -1,8 +1,9 @@
 """Real labeled tasks made from the embedded Austen corpus (no download): which novel a passage is from,
 whether a sentence is a character's speech or the narrator's (labeled by the author's own quotation marks),
 whether it is a question / an exclamation or a statement (labeled by the author's own punctuation), two
-word-tagging tasks: which words a comma followed, and which words she capitalized (truecasing), and a sentence-pair
-task: does the second sentence follow the first?"""
+word-tagging tasks: which words a comma followed, and which words she capitalized (truecasing), a sentence-pair
+task: does the second sentence follow the first?, a regression: what share of a paragraph is dialogue?, and an
+extractive question: who is speaking in this paragraph?"""
 from __future__ import annotations
 
 import json
@@ -290,3 +291,96 @@ def austen_next_sentence_task(out_dir: str | Path, *, min_words: int = 6, train_
                     pools[split]["random"].append({"premise": first, "hypothesis": rng.choice(other),
                                                    "label": "random", "novel": name})
     return _write_balanced(out, pools, train_per_class, eval_per_class, rng)
+
+
+def austen_dialogue_share_task(out_dir: str | Path, *, min_words: int = 12, max_words: int = 80,
+                               train_examples: int = 600, eval_examples: int = 300, eval_fraction: float = 0.2,
+                               seed: int = 0, novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """A real regression task labeled by the author's own quotation marks: what share of this paragraph's words
+    did she put inside quotes (a character's speech)? The quotes are removed from the input, so the model must
+    find where speech starts and stops from the words alone. Paragraphs of `min_words`..`max_words` words;
+    split by paragraphs as `austen_speech_task`; writes `train.jsonl`, `eval.jsonl` (`{"text", "label",
+    "novel"}`, label in [0, 1]) and `unlabeled/<novel>.txt`."""
+    import random
+
+    from selfsup.fileio import atomic_write_text
+
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    pools: dict[str, list[dict]] = {"train": [], "eval": []}
+    for name, split, para in _split_paragraphs(out, novels, eval_fraction):
+        spans = quoted_spans(para)
+        words = sum(len(text.split()) for text, _ in spans)
+        if not min_words <= words <= max_words:
+            continue
+        spoken = sum(len(text.split()) for text, inside in spans if inside)
+        pools[split].append({"text": " ".join(text for text, _ in spans), "label": round(spoken / words, 4),
+                             "novel": name})
+    for split, want in (("train", train_examples), ("eval", eval_examples)):
+        if len(pools[split]) < want:
+            raise SelfsupError(f"dialogue share: only {len(pools[split])} {split} paragraphs, {want} asked for")
+        rows = rng.sample(pools[split], want)
+        atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"), "unlabeled": str(out / "unlabeled")}
+
+
+_TITLE = r"(?:(?:Mr|Mrs|Dr|St)\.?|Miss|Lady|Sir|Colonel|Captain|Admiral|Lord)"
+_NAME = rf"(?:{_TITLE}\s+)?[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?"
+_VERB = r"(?:said|cried|replied|answered|returned|continued|added|observed|exclaimed)"
+_NOT_NAMES = frozenset("The Then When But And Now Here There So Yes No Oh Well Indeed Perhaps She He It This That "
+                       "What Why How Her His My Your Our Their As At In On To If Upon After Before They We You I "
+                       "Nay Ah Aye Do Did Is Was".split())
+
+
+def speaker_tag(narration: str) -> tuple[str, int] | None:
+    """(name, character start) of the first speech tag in a narration span — `said Emma`, `Mr. Knightley
+    replied` — or None; a capitalized function word (`Then Emma said`) is not taken for a name."""
+    import re
+
+    pattern = re.compile(rf"\b{_VERB}\s+({_NAME})|({_NAME})\s+{_VERB}\b")
+    for m in pattern.finditer(narration):
+        group = 1 if m.group(1) else 2
+        name = m.group(group)
+        if name.split()[0] in _NOT_NAMES:
+            continue
+        return name, m.start(group)
+    return None
+
+
+def austen_speaker_qa_task(out_dir: str | Path, *, max_words: int = 120, train_examples: int = 400,
+                           eval_examples: int = 150, eval_fraction: float = 0.2, seed: int = 0,
+                           novels: Iterable[str] = NOVELS) -> dict[str, Any]:
+    """A real extractive-QA task labeled by the author's own speech tags: in a paragraph of dialogue (quotes
+    kept), who is speaking? The answer is the span of the name in the narration's tag (`"...," said Mr.
+    Knightley`), one speaker per paragraph (paragraphs whose tags name two people are left out). At most
+    `max_words` words; split by paragraphs as `austen_speech_task`; writes `train.jsonl`, `eval.jsonl` in the
+    SQuAD layout (`{"id", "question", "context", "answers": {"text", "answer_start"}}`) and
+    `unlabeled/<novel>.txt`."""
+    import random
+
+    from selfsup.fileio import atomic_write_text
+
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    pools: dict[str, list[dict]] = {"train": [], "eval": []}
+    for name, split, para in _split_paragraphs(out, novels, eval_fraction):
+        if '"' not in para or len(para.split()) > max_words:
+            continue
+        tags, inside, pos = [], False, 0
+        for i, part in enumerate(para.split('"')):
+            inside = bool(i % 2)
+            tag = None if inside else speaker_tag(part)
+            if tag:
+                tags.append((tag[0], pos + tag[1]))
+            pos += len(part) + 1
+        if not tags or len({t for t, _ in tags}) > 1:
+            continue
+        text, start = tags[0]
+        pools[split].append({"id": f"{name}-{split}-{len(pools[split])}", "question": "Who is speaking?",
+                             "context": para, "answers": {"text": [text], "answer_start": [start]}})
+    for split, want in (("train", train_examples), ("eval", eval_examples)):
+        if len(pools[split]) < want:
+            raise SelfsupError(f"speaker QA: only {len(pools[split])} {split} paragraphs, {want} asked for")
+        rows = rng.sample(pools[split], want)
+        atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"), "unlabeled": str(out / "unlabeled")}
