@@ -67,13 +67,14 @@ def make_splits(out: Path) -> dict[str, dict[str, str]]:
             "frame": {"train": str(frame[0]), "eval": str(frame[1]), "label": "alignment", "task": "frame"}}
 
 
-def probe_all(upstream, splits: dict, seed: int, epochs: int | None, lr: float) -> dict[str, float]:
+def probe_all(upstream, splits: dict, seed: int, epochs: int | None, lr: float,
+              layer_norm: bool = False) -> dict[str, float]:
     from selfsup.evaluation.superb import superb_probe
 
     out = {}
     for name, sp in splits.items():
         m = superb_probe(upstream, [sp["train"]], [sp["eval"]], sp["label"], task=sp["task"], seed=seed,
-                         epochs=epochs, lr=lr, pooling=sp.get("pooling", "mean"))
+                         epochs=epochs, lr=lr, pooling=sp.get("pooling", "mean"), layer_norm=layer_norm)
         out[name] = m["eval"]["accuracy"]
     return out
 
@@ -107,6 +108,9 @@ def main() -> None:
                                                  "random-init twin and seeds both probes (a paired comparison)")
     ap.add_argument("--keep", action="store_true", help="keep --out and reuse the pretrained runs already in it")
     ap.add_argument("--out", default="bench/results/speech_ssl")
+    ap.add_argument("--probe-layer-norm", action="store_true",
+                    help="layer-norm each layer's frames before the weighted sum (s3prl's Featurizer `normalize`), "
+                         "for the pretrained upstream and its random twin alike")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a recipe override for every pretraining run (e.g. objective.segment_seconds=0.3)")
     args = ap.parse_args()
@@ -138,8 +142,9 @@ def main() -> None:
                 pretrain(method, unlabeled, run, max_steps=args.steps, seed=seed, progress=False, overrides=common)
                 row["pretrain_seconds"] = round(time.perf_counter() - started, 1)
             m = json.loads((run / "metrics.json").read_text())
-            row.update(probe_all(run, splits, seed, args.probe_epochs, args.probe_lr))
-            row["random init"] = probe_all(random_like(run, seed=seed), splits, seed, args.probe_epochs, args.probe_lr)
+            probe = dict(epochs=args.probe_epochs, lr=args.probe_lr, layer_norm=args.probe_layer_norm)
+            row.update(probe_all(run, splits, seed, **probe))
+            row["random init"] = probe_all(random_like(run, seed=seed), splits, seed, **probe)
             row.update({"train_loss_first": m["train_loss_first"], "train_loss": m["train_loss"],
                         **{k: m[f"train_{k}"] for k in QUANTIZER_KEYS if f"train_{k}" in m}})
             if args.bare_steps and seed == seeds[0] and "pretrain_seconds" in row:
