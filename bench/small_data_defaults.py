@@ -142,6 +142,30 @@ def selfsup_accuracy(model: Path, name: str, task: dict, out: Path, seed: int, s
     return float(metrics["eval"][main_metric(KIND[name])])
 
 
+def train_plain(net, train_feats: list[dict], collator, *, lr: float, epochs: int, seed: int, batch_size: int,
+                trainer: bool) -> None:
+    """The baselines' training: AdamW at a constant lr, shuffled batches, `epochs` passes (or, with `trainer`,
+    `transformers.Trainer` with its own defaults); leaves `net` in eval mode."""
+    import torch
+    import transformers as tf
+
+    if trainer:
+        with tempfile.TemporaryDirectory() as tmp:
+            args = tf.TrainingArguments(output_dir=tmp, report_to=[], save_strategy="no", seed=seed,
+                                        disable_tqdm=True, logging_strategy="no", use_cpu=True)
+            tf.Trainer(model=net, args=args, train_dataset=train_feats, data_collator=collator).train()
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=lr)
+        loader = torch.utils.data.DataLoader(train_feats, batch_size=batch_size, shuffle=True, collate_fn=collator)
+        net.train()
+        for _ in range(epochs):
+            for batch in loader:
+                net(**batch).loss.backward()
+                opt.step()
+                opt.zero_grad()
+    net.eval()
+
+
 def plain_loop_accuracy(model: Path, name: str, task: dict, *, lr: float, epochs: int, seed: int,
                         batch_size: int = 16, trainer: bool = False) -> float:
     """A plain transformers loop (or HF Trainer with its defaults) on the same model and data; the task's main
@@ -177,21 +201,7 @@ def plain_loop_accuracy(model: Path, name: str, task: dict, *, lr: float, epochs
 
     train_feats, eval_feats = encode(train), encode(ev)
     collator = (tf.DataCollatorForTokenClassification(tok) if token_level else tf.DataCollatorWithPadding(tok))
-    if trainer:
-        with tempfile.TemporaryDirectory() as tmp:
-            args = tf.TrainingArguments(output_dir=tmp, report_to=[], save_strategy="no", seed=seed,
-                                        disable_tqdm=True, logging_strategy="no", use_cpu=True)
-            tf.Trainer(model=net, args=args, train_dataset=train_feats, data_collator=collator).train()
-    else:
-        opt = torch.optim.AdamW(net.parameters(), lr=lr)
-        loader = torch.utils.data.DataLoader(train_feats, batch_size=batch_size, shuffle=True, collate_fn=collator)
-        net.train()
-        for _ in range(epochs):
-            for batch in loader:
-                net(**batch).loss.backward()
-                opt.step()
-                opt.zero_grad()
-    net.eval()
+    train_plain(net, train_feats, collator, lr=lr, epochs=epochs, seed=seed, batch_size=batch_size, trainer=trainer)
     right = total = 0
     with torch.no_grad():
         for i in range(0, len(eval_feats), 64):
@@ -229,21 +239,7 @@ def plain_loop_other(model: Path, name: str, task: dict, *, lr: float, epochs: i
         train_feats, eval_feats = ([{"input_ids": tok(r.text, truncation=True, max_length=128)["input_ids"],
                                      "labels": float(r.label)} for r in rows] for rows in (train, ev))
     collator = tf.DataCollatorWithPadding(tok)
-    if trainer:
-        with tempfile.TemporaryDirectory() as tmp:
-            args = tf.TrainingArguments(output_dir=tmp, report_to=[], save_strategy="no", seed=seed,
-                                        disable_tqdm=True, logging_strategy="no", use_cpu=True)
-            tf.Trainer(model=net, args=args, train_dataset=train_feats, data_collator=collator).train()
-    else:
-        opt = torch.optim.AdamW(net.parameters(), lr=lr)
-        loader = torch.utils.data.DataLoader(train_feats, batch_size=batch_size, shuffle=True, collate_fn=collator)
-        net.train()
-        for _ in range(epochs):
-            for batch in loader:
-                net(**batch).loss.backward()
-                opt.step()
-                opt.zero_grad()
-    net.eval()
+    train_plain(net, train_feats, collator, lr=lr, epochs=epochs, seed=seed, batch_size=batch_size, trainer=trainer)
     post, metric = (QAPostProcessor(), QAMetrics()) if qa else (None, RegressionMetrics())
     with torch.no_grad():
         for i in range(0, len(eval_feats), 64):

@@ -303,8 +303,6 @@ def austen_dialogue_share_task(out_dir: str | Path, *, min_words: int = 12, max_
     "novel"}`, label in [0, 1]) and `unlabeled/<novel>.txt`."""
     import random
 
-    from selfsup.fileio import atomic_write_text
-
     out = Path(out_dir)
     rng = random.Random(seed)
     pools: dict[str, list[dict]] = {"train": [], "eval": []}
@@ -316,9 +314,16 @@ def austen_dialogue_share_task(out_dir: str | Path, *, min_words: int = 12, max_
         spoken = sum(len(text.split()) for text, inside in spans if inside)
         pools[split].append({"text": " ".join(text for text, _ in spans), "label": round(spoken / words, 4),
                              "novel": name})
-    for split, want in (("train", train_examples), ("eval", eval_examples)):
+    return _write_sampled(out, pools, {"train": train_examples, "eval": eval_examples}, "dialogue share", rng)
+
+
+def _write_sampled(out: Path, pools: dict[str, list[dict]], wants: dict[str, int], task: str, rng) -> dict[str, Any]:
+    """Draw `wants[split]` rows of each split's pool and write `train.jsonl`, `eval.jsonl`."""
+    from selfsup.fileio import atomic_write_text
+
+    for split, want in wants.items():
         if len(pools[split]) < want:
-            raise SelfsupError(f"dialogue share: only {len(pools[split])} {split} paragraphs, {want} asked for")
+            raise SelfsupError(f"{task}: only {len(pools[split])} {split} paragraphs, {want} asked for")
         rows = rng.sample(pools[split], want)
         atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"), "unlabeled": str(out / "unlabeled")}
@@ -358,8 +363,6 @@ def austen_speaker_qa_task(out_dir: str | Path, *, max_words: int = 120, train_e
     `unlabeled/<novel>.txt`."""
     import random
 
-    from selfsup.fileio import atomic_write_text
-
     out = Path(out_dir)
     rng = random.Random(seed)
     pools: dict[str, list[dict]] = {"train": [], "eval": []}
@@ -378,9 +381,4 @@ def austen_speaker_qa_task(out_dir: str | Path, *, max_words: int = 120, train_e
         text, start = tags[0]
         pools[split].append({"id": f"{name}-{split}-{len(pools[split])}", "question": "Who is speaking?",
                              "context": para, "answers": {"text": [text], "answer_start": [start]}})
-    for split, want in (("train", train_examples), ("eval", eval_examples)):
-        if len(pools[split]) < want:
-            raise SelfsupError(f"speaker QA: only {len(pools[split])} {split} paragraphs, {want} asked for")
-        rows = rng.sample(pools[split], want)
-        atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    return {"train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"), "unlabeled": str(out / "unlabeled")}
+    return _write_sampled(out, pools, {"train": train_examples, "eval": eval_examples}, "speaker QA", rng)
