@@ -39,8 +39,6 @@ Writes bench/results/finetune_throughput.{json,md}; results go to stdout, progre
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import math
@@ -165,8 +163,10 @@ def run_hf_trainer(a, name: str, task: dict, out: Path) -> dict:
                                 disable_tqdm=True)
     trainer = tf.Trainer(model=net, args=args, train_dataset=hf_features(tok, name, train, labels),
                          data_collator=collator)
-    with contextlib.redirect_stdout(io.StringIO()):  # Trainer prints its own summary dict
-        trainer.train()
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its summary dict, without a process-wide redirect_stdout
+    trainer.train()
     net.eval()
     eval_feats = hf_features(tok, name, ev, labels)
     right = total = 0

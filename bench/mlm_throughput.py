@@ -40,9 +40,7 @@ Writes bench/results/mlm_throughput.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
-import io
 import json
 import logging
 import os
@@ -190,6 +188,7 @@ def steady(clock: Clock, skip: int, batch: int) -> dict:
 
 def run_hf_trainer(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     class StepClock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -204,8 +203,11 @@ def run_hf_trainer(a, ctx, warmup: int, workdir: str, clock: Clock) -> dict:
         disable_tqdm=True)
     trainer = Trainer(model=hf_model(ctx["recipe"], ctx["tok"]), args=args, train_dataset=ctx["dataset"],
                       data_collator=collator(ctx["tok"]), callbacks=[StepClock()])
-    with contextlib.redirect_stdout(io.StringIO()):  # Trainer prints its own summary dict
-        out = trainer.train()
+    # Trainer prints its summary dict through PrinterCallback; removed rather than redirect_stdout, which is
+    # process-wide: entered and left by two lock-step threads in turn it leaves sys.stdout on a StringIO, and the
+    # bench's table vanished (the "silent" end of the hidden-512 runs)
+    trainer.remove_callback(PrinterCallback)
+    out = trainer.train()
     return {"optimizer": str(args.optim), "train_loss_mean_all_steps": float(out.training_loss)}
 
 
