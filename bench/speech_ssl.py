@@ -20,7 +20,7 @@ and both probed with that seed; the table then gives means over seeds and a pair
 random init per seed: mean ± sd and wins), since single runs differ by a few clips of 120/160. `--keep` reuses
 the runs already in `--out` (seed 0 lives in `<method>/`, seed s in `<method>-seed<s>/`).
 
-Writes bench/results/speech_ssl/results.json and prints the markdown table of docs/benchmarks.md.
+Writes OUT/results.json (with --keep: OUT/results-METHODS[-layernorm].json) and prints the markdown table of docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -119,6 +119,7 @@ def main() -> None:
 
     from selfsup import pretrain
     from selfsup.evaluation.superb import logmel_baseline, random_like
+    from selfsup.fileio import atomic_write_text
 
     out = Path(args.out)
     if not args.keep:
@@ -157,11 +158,19 @@ def main() -> None:
         pairs = {t: paired(per_seed[method], t) for t in splits}
         results[method] = {**per_seed[method][0], **{t: p["pretrained_mean"] for t, p in pairs.items()},
                            "random init": {t: p["random_mean"] for t, p in pairs.items()}, "paired": pairs}
-        (out / "results.json").write_text(json.dumps({"args": vars(args), "splits": splits, "results": results,
-                                                      "per_seed": per_seed}, indent=2) + "\n")
+        atomic_write_text(out / results_name(args), json.dumps({"args": vars(args), "splits": splits,
+                                                                 "results": results, "per_seed": per_seed}, indent=2) + "\n")
     print_table(results)
     if len(seeds) > 1:
         print_paired(per_seed)
+
+
+def results_name(args) -> str:
+    """results.json; with --keep (runs shared by several invocations, possibly at once) one file per invocation's
+    methods and probe, so two invocations never overwrite each other's record."""
+    if not args.keep:
+        return "results.json"
+    return f"results-{args.methods.replace(',', '+')}{'-layernorm' if args.probe_layer_norm else ''}.json"
 
 
 def print_paired(per_seed: dict[str, list[dict]]) -> None:
