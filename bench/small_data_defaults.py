@@ -52,10 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from selfsup import pretrain  # noqa: E402
-from selfsup.adapt.core.kinds import columns_for  # noqa: E402
+from selfsup.adapt.core.kinds import columns_for, main_metric  # noqa: E402
 from selfsup.adapt.core.run import finetune  # noqa: E402
 from selfsup.adapt.core.tasks import example_labels, first_piece_labels, read_task  # noqa: E402
-from selfsup.adapt.core.kinds import main_metric  # noqa: E402
 from selfsup.data.austen import (austen_comma_task, austen_dialogue_share_task, austen_next_sentence_task,  # noqa: E402
                                  austen_novels_task, austen_speaker_qa_task, austen_speech_task, austen_truecase_task)
 

@@ -212,7 +212,7 @@ def test_speaker_tag_finds_the_name_in_the_narration_not_a_function_word():
     assert speaker_tag(", said Mr. Knightley, laughing, ") == ("Mr. Knightley", 7)
     assert speaker_tag(" Emma replied") == ("Emma", 1)
     assert speaker_tag(" cried Elizabeth. Then she went") == ("Elizabeth", 7)
-    assert speaker_tag(" Then Emma said") is None or speaker_tag(" Then Emma said")[0] != "Then Emma"
+    assert speaker_tag(" Then Emma said") is None  # "Then Emma" is not a name, and the match has consumed "Emma"
     assert speaker_tag(" she said, smiling. ") is None
 
 

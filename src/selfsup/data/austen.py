@@ -7,6 +7,7 @@ extractive question: who is speaking in this paragraph?"""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -332,6 +333,7 @@ def _write_sampled(out: Path, pools: dict[str, list[dict]], wants: dict[str, int
 _TITLE = r"(?:(?:Mr|Mrs|Dr|St)\.?|Miss|Lady|Sir|Colonel|Captain|Admiral|Lord)"
 _NAME = rf"(?:{_TITLE}\s+)?[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?"
 _VERB = r"(?:said|cried|replied|answered|returned|continued|added|observed|exclaimed)"
+_SPEECH_TAG = re.compile(rf"\b{_VERB}\s+({_NAME})|({_NAME})\s+{_VERB}\b")
 _NOT_NAMES = frozenset("The Then When But And Now Here There So Yes No Oh Well Indeed Perhaps She He It This That "
                        "What Why How Her His My Your Our Their As At In On To If Upon After Before They We You I "
                        "Nay Ah Aye Do Did Is Was".split())
@@ -340,10 +342,7 @@ _NOT_NAMES = frozenset("The Then When But And Now Here There So Yes No Oh Well I
 def speaker_tag(narration: str) -> tuple[str, int] | None:
     """(name, character start) of the first speech tag in a narration span — `said Emma`, `Mr. Knightley
     replied` — or None; a capitalized function word (`Then Emma said`) is not taken for a name."""
-    import re
-
-    pattern = re.compile(rf"\b{_VERB}\s+({_NAME})|({_NAME})\s+{_VERB}\b")
-    for m in pattern.finditer(narration):
+    for m in _SPEECH_TAG.finditer(narration):
         group = 1 if m.group(1) else 2
         name = m.group(group)
         if name.split()[0] in _NOT_NAMES:
@@ -369,10 +368,9 @@ def austen_speaker_qa_task(out_dir: str | Path, *, max_words: int = 120, train_e
     for name, split, para in _split_paragraphs(out, novels, eval_fraction):
         if '"' not in para or len(para.split()) > max_words:
             continue
-        tags, inside, pos = [], False, 0
+        tags, pos = [], 0
         for i, part in enumerate(para.split('"')):
-            inside = bool(i % 2)
-            tag = None if inside else speaker_tag(part)
+            tag = speaker_tag(part) if i % 2 == 0 else None  # odd parts are inside quotes
             if tag:
                 tags.append((tag[0], pos + tag[1]))
             pos += len(part) + 1

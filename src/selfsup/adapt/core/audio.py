@@ -29,8 +29,6 @@ from selfsup.config import bounded
 from selfsup.errors import SelfsupError
 
 AUDIO_TASK = "audio-classification"
-# min_steps when not set: speaker ID on 320 clips gained 10 points from 300 to 600 steps (bench/small_data_kinds.py)
-AUDIO_MIN_STEPS = 600
 PREPROCESSING = "preprocessing.json"
 # HF config model_type of the speech encoders this task fine-tunes
 SPEECH_MODEL_TYPES = ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "wav2vec2-bert", "selfsup-gru")
@@ -225,8 +223,6 @@ def train_audio_seed(method, run, seed: int, out: Path, subset: list) -> dict[st
     lr = cfg.lr or method.image_lr  # the non-text default (1e-3 full / lora, 1e-2 linear): tiny speech encoders,
     # like the image ones, need larger steps than a text checkpoint (full at 1e-4: 0.60 vs 0.91 on keywords)
     world = cfg.devices * cfg.num_nodes * cfg.accumulate
-    if cfg.min_steps is None:
-        cfg = dataclasses.replace(cfg, min_steps=AUDIO_MIN_STEPS)
     if cfg.batch_size > len(feats):  # a few-shot set smaller than a batch: one batch of all of it
         cfg = dataclasses.replace(cfg, batch_size=max(len(feats) // world * world, world))
 

@@ -13,7 +13,7 @@ from selfsup.errors import SelfsupError
 
 
 DEFAULT_EPOCHS = 3
-DEFAULT_MIN_STEPS = 300  # min_steps when not set; audio kinds use their own (adapt/core/audio.py)
+DEFAULT_MIN_STEPS = 300  # min_steps when neither it nor the task kind sets one (kinds.TaskKind.min_steps)
 
 
 def total_steps(cfg: "FinetuneConfig", steps_per_epoch: int) -> int:

@@ -72,6 +72,8 @@ def resolve_options(task: str, method: str = "full", *, init: str = "pretrained"
     modality_options = {"image": (images.ImageOptions,), "speech": (audio.AudioOptions,)}.get(spec.modality, ())
     cfg, (opts, *modality_opts) = split_overrides(overrides, base, own=(adapter.Options, *modality_options),
                                                   owners=option_owners())
+    if cfg.min_steps is None:  # the kind's own step floor (kinds.py), else options.DEFAULT_MIN_STEPS
+        cfg = dataclasses.replace(cfg, min_steps=spec.min_steps)
     return cfg, opts, modality_opts[0] if modality_opts else None
 
 
